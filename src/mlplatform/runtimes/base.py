@@ -1,0 +1,78 @@
+"""The contract between the deploy server and whatever runs a model.
+
+A runtime takes a model folder already fetched to local disk and runs MLflow's own
+scoring server for it (never a scoring server of ours). The deploy server owns the
+database rows; a runtime only owns what runs. It is told everything it needs in a
+``ServingSpec`` and answers with an ``Endpoint`` the proxy can route to.
+"""
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlplatform.errors import PlatformError
+
+
+class RuntimeError_(PlatformError):
+    """A runtime could not start, find or stop what it runs."""
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    deployment_id: str  # stable id, used to name logs and to find the server again
+    model_dir: Path  # local folder holding the MLmodel file
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # e.g. http://127.0.0.1:41234, what Traefik forwards to
+    pid: int | None = None  # process runtime: the scoring server's pid
+    ref: str | None = None  # runtime-specific handle (container id, ...)
+
+
+class Runtime(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def start(self, spec: ServingSpec) -> Endpoint:
+        """Start serving ``spec`` and return at once, before the model has loaded.
+
+        Supervision begins here: if the server dies later the runtime restarts it with
+        backoff. Raises ``RuntimeError_`` if nothing could be started at all.
+        """
+
+    @abc.abstractmethod
+    def wait_ready(self, deployment_id: str, timeout: float) -> Endpoint:
+        """Block until ``/ping`` answers 200 and return the endpoint.
+
+        Raises ``RuntimeError_`` carrying the last lines of the log if the server exits
+        or does not answer within ``timeout``; the runtime then stops supervising it.
+        """
+
+    @abc.abstractmethod
+    def adopt(self, spec: ServingSpec, previous: Endpoint) -> Endpoint | None:
+        """Take over a server started by an earlier platform process.
+
+        Returns the endpoint if ``previous`` still runs this deployment and answers
+        ``/ping``; supervision then resumes. Returns ``None`` if it is gone.
+        """
+
+    @abc.abstractmethod
+    def stop(self, deployment_id: str) -> None:
+        """Stop the server and its supervision; a no-op if nothing runs."""
+
+    @abc.abstractmethod
+    def status(self, deployment_id: str) -> str:
+        """One of ``starting``, ``running``, ``restarting``, ``failed``, ``stopped``."""
+
+    @abc.abstractmethod
+    def logs(self, deployment_id: str, tail: int | None = None) -> str:
+        """The server's output, the last ``tail`` lines if given."""
+
+    @abc.abstractmethod
+    def endpoint(self, deployment_id: str) -> Endpoint | None:
+        """Where the server listens now (it may change after a restart)."""
+
+    def close(self, stop_servers: bool) -> None:
+        """Stop supervising; stop every server too when ``stop_servers``."""
