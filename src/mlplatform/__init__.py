@@ -1,4 +1,4 @@
-"""mlplatform: self-hosted MLflow instances, deploy servers and protected model endpoints."""
+"""mlplatform: self-hosted MLflow, deploy servers and protected model endpoints."""
 
 from typing import TYPE_CHECKING, Any
 

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     admin_user: str = Field(default="admin", description="The tracking server's admin.")
     admin_password: SecretStr | None = Field(
         default=None,
-        description="Admin password; generated and shown once when unset on first start.",
+        description="Admin password; generated and shown once if unset at first start.",
     )
     database_url: str | None = Field(
         default=None,

@@ -1,18 +1,21 @@
 """Runtimes run a fetched model behind MLflow's own scoring server."""
 
+from collections.abc import Callable
+from pathlib import Path
+
+from mlplatform.errors import InvalidInput
+
 from mlplatform.runtimes.base import Endpoint, Runtime, RuntimeError_, ServingSpec
 
 __all__ = ["Endpoint", "Runtime", "RuntimeError_", "ServingSpec", "get_runtime"]
 
 
-def get_runtime(name: str, state_dir: "object") -> Runtime:
-    """Return the runtime called ``name`` (``process`` today; ``docker`` plugs in here)."""
-    from pathlib import Path
-
-    from mlplatform.errors import InvalidInput
-
+def get_runtime(
+    name: str, state_dir: Path, on_status: Callable[[str, str], None] | None = None
+) -> Runtime:
+    """Return the runtime called ``name``; ``docker`` will plug in beside ``process``."""
     if name == "process":
         from mlplatform.runtimes.process import ProcessRuntime
 
-        return ProcessRuntime(Path(str(state_dir)))
+        return ProcessRuntime(state_dir, on_status=on_status)
     raise InvalidInput(f"unknown runtime {name!r}; known runtimes: process")

@@ -7,6 +7,7 @@ database rows; a runtime only owns what runs. It is told everything it needs in 
 """
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from mlplatform.errors import PlatformError
 
 class RuntimeError_(PlatformError):
     """A runtime could not start, find or stop what it runs."""
+
+
+# Called as ``listener(deployment_id, status)`` on every status change, from whichever
+# thread made it (an API call or the runtime's supervisor); it must not block.
+StatusListener = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -74,5 +80,6 @@ class Runtime(abc.ABC):
     def endpoint(self, deployment_id: str) -> Endpoint | None:
         """Where the server listens now (it may change after a restart)."""
 
+    @abc.abstractmethod
     def close(self, stop_servers: bool) -> None:
         """Stop supervising; stop every server too when ``stop_servers``."""

@@ -1,0 +1,396 @@
+"""The ``mlplatform`` command line."""
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlplatform import __version__, credentials
+from mlplatform.client import MLPlatform, MLPlatformError
+from mlplatform.errors import PlatformError
+from mlplatform.logs import configure_logging
+from mlplatform.settings import Settings
+from mlplatform.supervisor import (
+    API_HEALTH_PATH,
+    Supervisor,
+    log_tail,
+    read_state,
+    stop_running,
+)
+
+app = typer.Typer(
+    help="Self-hosted MLflow with protected model endpoints.", no_args_is_help=True
+)
+endpoint_app = typer.Typer(help="Deploy servers (endpoints).", no_args_is_help=True)
+deployment_app = typer.Typer(help="Deployments of models.", no_args_is_help=True)
+app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(deployment_app, name="deployment")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    pass
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """The one place errors become ``Error: ...`` and a non-zero exit code."""
+    try:
+        yield
+    except (PlatformError, MLPlatformError, CliError) as exc:
+        err_console.print(f"[red]Error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)
+
+
+# -- platform lifecycle -------------------------------------------------------
+
+
+@app.command()
+def up(
+    port: Annotated[int | None, typer.Option(help="Public port (Traefik).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    admin_user: Annotated[
+        str | None, typer.Option(help="Tracking server admin.")
+    ] = None,
+    admin_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLPLATFORM_ADMIN_PASSWORD",
+            help="Admin password (at least 12 characters); generated when unset.",
+            show_envvar=True,
+        ),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background.")
+    ] = False,
+    home: Annotated[Path | None, typer.Option(envvar="MLPLATFORM_HOME")] = None,
+) -> None:
+    """Start the tracking server, the platform API and Traefik."""
+    with errors_to_exit():
+        settings = _settings(
+            port=port, host=host, admin_user=admin_user,
+            admin_password=admin_password, home=home,
+        )  # fmt: skip
+        _export_settings(
+            settings, port=port, host=host, admin_user=admin_user, home=home
+        )
+        if detach:
+            _up_detached(settings)
+            return
+        configure_logging()
+        supervisor = Supervisor(settings)
+        try:
+            supervisor.start()
+            _print_summary(settings)
+            supervisor.watch()
+        finally:
+            supervisor.stop()
+
+
+def _export_settings(settings: Settings, **given: Any) -> None:
+    # Child processes (API, detached supervisor) read the same settings from env.
+    for name, value in given.items():
+        if value is not None:
+            os.environ[f"MLPLATFORM_{name.upper()}"] = str(value)
+
+
+def _up_detached(settings: Settings) -> None:
+    supervisor = Supervisor(settings)
+    supervisor.check_machine()
+    admin = supervisor.bootstrap()
+    home = settings.resolved_home()
+    log_file = home / "logs" / "platform.log"
+    env = {**os.environ, "MLPLATFORM_HOME": str(home)}
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlplatform.cli", "up"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    with console.status("starting the tracking server, the platform API and traefik"):
+        _wait_detached(process, home, log_file)
+    _print_summary(settings, admin)
+
+
+def _wait_detached(
+    process: "subprocess.Popen[bytes]", home: Path, log_file: Path
+) -> None:
+    deadline = time.monotonic() + 300
+    delay = 0.2
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_tail(log_file, 5)
+            raise CliError(f"the platform exited during start; see {log_file}:\n{tail}")
+        if read_state(home) is not None:
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    raise CliError(f"the platform did not start within 300 s; see {log_file}")
+
+
+def _print_summary(
+    settings: Settings, admin: credentials.AdminCredentials | None = None
+) -> None:
+    home = settings.resolved_home()
+    admin = admin or credentials.load(home)
+    url = settings.resolved_public_url()
+    console.print(f"mlplatform {__version__} is running at [bold]{url}[/bold]")
+    console.print(f"  MLflow UI and API   {url}/")
+    console.print(
+        f"  platform API        {url}/platform/api/v1  (docs: /platform/api/v1/docs)"
+    )
+    console.print(f"  deployments         {url}/deploy/<deploy server>/<deployment>/")
+    if admin is not None:
+        console.print(f"  admin user          {admin.admin_user}")
+    console.print(
+        f"  credentials         {credentials.credentials_path(home)} (mode 0600)"
+    )
+    console.print('Run `eval "$(mlplatform env)"` to use it from this shell.')
+
+
+@app.command()
+def down(
+    home: Annotated[Path | None, typer.Option(envvar="MLPLATFORM_HOME")] = None,
+) -> None:
+    """Stop everything `mlplatform up` started, model servers included."""
+    with errors_to_exit():
+        settings = _settings(home=home)
+        if stop_running(settings.resolved_home()):
+            console.print("mlplatform stopped")
+        else:
+            console.print("mlplatform is not running")
+
+
+@app.command()
+def status(
+    home: Annotated[Path | None, typer.Option(envvar="MLPLATFORM_HOME")] = None,
+) -> None:
+    """Show each component, its URL and its health."""
+    with errors_to_exit():
+        settings = _settings(home=home)
+        state = read_state(settings.resolved_home())
+        if state is None:
+            raise CliError(
+                "mlplatform is not running; start it with `mlplatform up --detach`"
+            )
+        table = Table("component", "url", "health")
+        checks = [
+            ("traefik (entrance)", state.traefik_ping_url, state.public_url),
+            ("tracking server", state.tracking_url + "/health", state.public_url + "/"),
+            ("platform API", state.api_url + API_HEALTH_PATH,
+             state.public_url + "/platform/api/v1"),
+        ]  # fmt: skip
+        healthy = True
+        for name, probe, shown in checks:
+            ok = _probe(probe)
+            healthy &= ok
+            table.add_row(
+                name, shown, "[green]healthy[/green]" if ok else "[red]down[/red]"
+            )
+        console.print(table)
+        if not healthy:
+            raise typer.Exit(1)
+
+
+def _probe(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@app.command()
+def env(
+    home: Annotated[Path | None, typer.Option(envvar="MLPLATFORM_HOME")] = None,
+) -> None:
+    """Print `export` lines for the MLflow and platform clients (the admin's)."""
+    with errors_to_exit():
+        settings = _settings(home=home)
+        home_dir = settings.resolved_home()
+        admin = credentials.load(home_dir)
+        if admin is None:
+            raise CliError(f"no platform in {home_dir}; run `mlplatform up` first")
+        state = read_state(home_dir)
+        url = state.public_url if state else settings.resolved_public_url()
+        values = {
+            "MLFLOW_TRACKING_URI": url,
+            "MLFLOW_TRACKING_USERNAME": admin.admin_user,
+            "MLFLOW_TRACKING_PASSWORD": admin.admin_password,
+            "REFRESH_TOKEN": admin.refresh_token,
+            "MLPLATFORM_URL": url,
+        }
+        for name, value in values.items():
+            typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+# -- deploy servers and deployments -------------------------------------------
+
+
+def _client() -> MLPlatform:
+    """A client from the environment, else the local admin's credentials file."""
+    if os.getenv("REFRESH_TOKEN"):
+        return MLPlatform()
+    settings = Settings()
+    home = settings.resolved_home()
+    admin = credentials.load(home)
+    state = read_state(home)
+    if admin is None or state is None:
+        raise CliError(
+            "no credentials: export the output of `mlplatform env`, or start the "
+            "platform on this machine with `mlplatform up --detach`"
+        )
+    return MLPlatform(
+        admin.refresh_token,
+        url=state.public_url,
+        tracking_username=os.getenv("MLFLOW_TRACKING_USERNAME") or admin.admin_user,
+        tracking_password=os.getenv("MLFLOW_TRACKING_PASSWORD") or admin.admin_password,
+    )
+
+
+def _run(call: Callable[[MLPlatform], T]) -> T:
+    with errors_to_exit(), _client() as client:
+        return call(client)
+    raise AssertionError("unreachable")
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str))
+
+
+@endpoint_app.command("create")
+def endpoint_create(
+    name: str,
+    runtime: Annotated[str | None, typer.Option(help="process (default)")] = None,
+) -> None:
+    """Create a deploy server."""
+    _print_json(_run(lambda c: c.create_endpoint_standalone(name, runtime=runtime)))
+
+
+@endpoint_app.command("list")
+def endpoint_list() -> None:
+    """List deploy servers."""
+    servers = _run(lambda c: c.list_endpoints())
+    table = Table("name", "runtime", "owner", "deployments", "url")
+    for s in servers:
+        table.add_row(
+            s["name"], s["runtime"], s["owner"], str(s["deployments"]), s["url"]
+        )
+    console.print(table)
+
+
+@endpoint_app.command("get")
+def endpoint_get(name: str) -> None:
+    """Show one deploy server."""
+    _print_json(_run(lambda c: c.get_endpoint(name)))
+
+
+@endpoint_app.command("delete")
+def endpoint_delete(
+    name: str,
+    force: Annotated[bool, typer.Option(help="Delete its deployments too.")] = False,
+) -> None:
+    """Delete a deploy server."""
+    _run(lambda c: c.delete_endpoint(name, force=force))
+    console.print(f"deploy server {name} deleted")
+
+
+@deployment_app.command("create")
+def deployment_create(
+    server: str,
+    name: str,
+    model_uri: str,
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            help="user:password protecting the URL", envvar="MLPLATFORM_DEPLOY_AUTH"
+        ),
+    ] = None,
+) -> None:
+    """Deploy a model and wait until it answers."""
+    with console.status(f"deploying {model_uri} as {server}/{name}"):
+        deployment = _run(
+            lambda c: c.create_deployment_standalone(server, name, model_uri, auth)
+        )
+    _print_json(deployment)
+
+
+@deployment_app.command("list")
+def deployment_list(server: str) -> None:
+    """List the deployments of a deploy server."""
+    deployments = _run(lambda c: c.list_deployments(server))
+    table = Table("name", "status", "model uri", "url")
+    for d in deployments:
+        table.add_row(d["name"], d["status"], d["model_uri"], d["model_ref"])
+    console.print(table)
+
+
+@deployment_app.command("get")
+def deployment_get(server: str, name: str) -> None:
+    """Show one deployment."""
+    _print_json(_run(lambda c: c.get_deployment(server, name)))
+
+
+@deployment_app.command("delete")
+def deployment_delete(server: str, name: str) -> None:
+    """Delete a deployment and stop its model server."""
+    _run(lambda c: c.delete_deployment(server, name))
+    console.print(f"deployment {server}/{name} deleted")
+
+
+@deployment_app.command("logs")
+def deployment_logs(
+    server: str,
+    name: str,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+) -> None:
+    """Print the model server's output."""
+    typer.echo(_run(lambda c: c.get_deployment_logs(server, name, tail)), nl=False)
+
+
+@deployment_app.command("predict")
+def deployment_predict(
+    server: str,
+    name: str,
+    data: Annotated[str, typer.Option(help="JSON body, or @file.json")],
+    auth: Annotated[str | None, typer.Option(envvar="MLPLATFORM_DEPLOY_AUTH")] = None,
+) -> None:
+    """Send a JSON request to a deployment's /invocations."""
+    with errors_to_exit():
+        raw = Path(data[1:]).read_text() if data.startswith("@") else data
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise CliError(f"--data is not valid JSON: {exc}") from None
+    _print_json(_run(lambda c: c.predict_model(payload, server, name, auth=auth)))
+
+
+def main() -> None:
+    logging.captureWarnings(True)
+    app()
+
+
+if __name__ == "__main__":
+    main()

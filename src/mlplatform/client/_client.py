@@ -1,0 +1,313 @@
+"""The ``MLPlatform`` client: deploy servers and deployments from Python."""
+
+import base64
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from mlplatform.client._errors import (
+    DeploymentFailedError,
+    MLPlatformError,
+    ServerError,
+    ValidationError,
+    error_for,
+)
+
+API_PREFIX = "/platform/api/v1"
+TOKEN_HEADER = "X-MLPlatform-Token"
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _base_url(url: str | None, tracking_uri: str | None) -> str:
+    url = url or os.getenv("MLPLATFORM_URL")
+    if not url:
+        tracking_uri = tracking_uri or os.getenv("MLFLOW_TRACKING_URI")
+        if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+            parts = urlsplit(tracking_uri)
+            url = f"{parts.scheme}://{parts.netloc}"
+    if not url:
+        raise MLPlatformError(
+            "no platform URL: set MLPLATFORM_URL (see `mlplatform env`) or pass url="
+        )
+    return url.rstrip("/")
+
+
+def _payload(data: Any) -> Any:
+    """Shape ``data`` the way MLflow's scoring server expects it."""
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
+        return {"dataframe_split": data.to_dict(orient="split")}
+    if isinstance(data, Mapping) and data.keys() & {
+        "dataframe_split",
+        "dataframe_records",
+        "instances",
+        "inputs",
+    }:
+        return dict(data)
+    if hasattr(data, "tolist"):  # a NumPy array
+        return {"inputs": data.tolist()}
+    return {"inputs": data}
+
+
+class MLPlatform:
+    """Client of an mlplatform installation.
+
+    ``refresh_token`` is the platform token (default ``$REFRESH_TOKEN``); the MLflow
+    credentials sent along come from ``tracking_username``/``tracking_password`` or
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``, read at each call.
+    """
+
+    def __init__(
+        self,
+        refresh_token: str | None = None,
+        *,
+        url: str | None = None,
+        tracking_uri: str | None = None,
+        tracking_username: str | None = None,
+        tracking_password: str | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        self._token = refresh_token or os.getenv("REFRESH_TOKEN")
+        self.url = _base_url(url, tracking_uri)
+        self._tracking_username = tracking_username
+        self._tracking_password = tracking_password
+        self._route_auth: dict[tuple[str, str], str] = {}
+        self._http = httpx.Client(timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"MLPlatform(url={self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "MLPlatform":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- identity -------------------------------------------------------------
+
+    def who_am_i(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/whoami")
+        return result
+
+    # -- deploy servers (endpoints) -------------------------------------------
+
+    def create_endpoint_standalone(
+        self, name: str, runtime: str | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "runtime": runtime}
+        result: dict[str, Any] = self._call("POST", "/deploy-servers", json=body)
+        return result
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/deploy-servers")
+        return result
+
+    def get_endpoint(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/deploy-servers/{quote(name)}")
+        return result
+
+    def delete_endpoint(self, name: str, force: bool = False) -> None:
+        params = {"force": "true"} if force else None
+        self._call("DELETE", f"/deploy-servers/{quote(name)}", params=params)
+
+    # -- deployments ----------------------------------------------------------
+
+    def create_deployment_standalone(
+        self,
+        server: str,
+        name: str,
+        model_uri: str,
+        auth: str | None = None,
+        *,
+        model_username: str | None = None,
+        model_password: str | None = None,
+    ) -> dict[str, Any]:
+        """Deploy ``model_uri`` and return once the model answers through its URL.
+
+        Raises ``DeploymentFailedError`` (with the server's log tail) if it never does.
+        """
+        body = {"name": name, "model_uri": model_uri, "auth": auth}
+        credentials = None
+        if model_username is not None or model_password is not None:
+            credentials = (model_username or "", model_password or "")
+        deployment: dict[str, Any] = self._call(
+            "POST",
+            f"/deploy-servers/{quote(server)}/deployments",
+            json=body,
+            credentials=credentials,
+        )
+        if auth is not None:
+            self._route_auth[(server, name)] = auth
+        if deployment.get("status") == "failed":
+            raise DeploymentFailedError(
+                f"deployment {server}/{name} failed: {deployment.get('error')}",
+                deployment,
+            )
+        return deployment
+
+    def create_deployment(
+        self,
+        deploy_server_name: str,
+        deployment_name: str,
+        model_uri: str,
+        username: str | None = None,
+        password: str | None = None,
+        model_username: str | None = None,
+        model_password: str | None = None,
+        port_out: int | None = None,
+    ) -> dict[str, Any]:
+        """The long form known from hosted platforms.
+
+        ``username``/``password`` protect the deployment's URL; ``model_username`` and
+        ``model_password`` are the MLflow credentials used to fetch the model.
+        """
+        if port_out is not None:
+            warnings.warn(
+                "port_out is ignored: deployments are published by path under "
+                "MLPLATFORM_URL (see model_ref in the result)",
+                stacklevel=2,
+            )
+        if (username is None) != (password is None):
+            raise ValidationError("give both username and password, or neither")
+        auth = f"{username}:{password}" if username is not None else None
+        return self.create_deployment_standalone(
+            deploy_server_name,
+            deployment_name,
+            model_uri,
+            auth,
+            model_username=model_username,
+            model_password=model_password,
+        )
+
+    def list_deployments(self, server: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", f"/deploy-servers/{quote(server)}/deployments"
+        )
+        return result
+
+    def get_deployment(self, server: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", self._deployment_path(server, name))
+        return result
+
+    def delete_deployment(self, server: str, name: str) -> None:
+        self._call("DELETE", self._deployment_path(server, name))
+        self._route_auth.pop((server, name), None)
+
+    def get_deployment_logs(
+        self, server: str, name: str, tail: int | None = None
+    ) -> str:
+        params = {"tail": str(tail)} if tail else None
+        response = self._request(
+            "GET", self._deployment_path(server, name) + "/logs", params=params
+        )
+        return response.text
+
+    # -- the model itself -----------------------------------------------------
+
+    def ping_model(self, server: str, name: str, auth: str | None = None) -> bool:
+        """True if the deployment answers ``/ping`` through its public URL."""
+        response = self._model_request("GET", server, name, "ping", auth)
+        return response.status_code == 200
+
+    def predict_model(
+        self, data: Any, server: str, name: str, auth: str | None = None
+    ) -> Any:
+        """Send ``data`` to the deployment's ``/invocations`` and return the JSON."""
+        response = self._model_request(
+            "POST", server, name, "invocations", auth, json=_payload(data)
+        )
+        return response.json()
+
+    # -- plumbing -------------------------------------------------------------
+
+    @staticmethod
+    def _deployment_path(server: str, name: str) -> str:
+        return f"/deploy-servers/{quote(server)}/deployments/{quote(name)}"
+
+    def _model_request(
+        self,
+        method: str,
+        server: str,
+        name: str,
+        path: str,
+        auth: str | None,
+        json: Any = None,
+    ) -> httpx.Response:
+        auth = auth or self._route_auth.get((server, name))
+        headers = {}
+        if auth:
+            user, _, password = auth.partition(":")
+            headers["Authorization"] = _basic(user, password)
+        url = f"{self.url}/deploy/{quote(server)}/{quote(name)}/{path}"
+        try:
+            response = self._http.request(method, url, headers=headers, json=json)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach {url}: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise error_for(
+                response.status_code, f"{method} {url}: {response.text[:500]}"
+            )
+        return response
+
+    def _headers(self, credentials: tuple[str, str] | None) -> dict[str, str]:
+        headers = {}
+        if self._token:
+            headers[TOKEN_HEADER] = self._token
+        if credentials is None:
+            username = self._tracking_username or os.getenv("MLFLOW_TRACKING_USERNAME")
+            password = self._tracking_password or os.getenv("MLFLOW_TRACKING_PASSWORD")
+            if username and password is not None:
+                credentials = (username, password)
+        if credentials is not None:
+            headers["Authorization"] = _basic(*credentials)
+        return headers
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> httpx.Response:
+        url = self.url + API_PREFIX + path
+        try:
+            response = self._http.request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers=self._headers(credentials),
+            )
+        except httpx.HTTPError as exc:
+            raise ServerError(
+                f"cannot reach the platform at {self.url}: {type(exc).__name__}; "
+                "is it running (`mlplatform status`)?"
+            ) from None
+        if response.status_code >= 400:
+            raise error_for(response.status_code, _message(response))
+        return response
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return None if response.status_code == 204 else response.json()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    return str(body)[:500]

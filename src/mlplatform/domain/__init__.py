@@ -1,0 +1,1 @@
+"""The platform's domain: deploy servers, deployments, tokens. No HTTP here."""

@@ -1,0 +1,79 @@
+"""Composition root of the platform API process: wires store, runtimes, routes."""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlplatform.domain.deployments import DeployService
+from mlplatform.domain.route_auth import RouteAuthCache
+from mlplatform.domain.tokens import TokenService
+from mlplatform.proxy import (
+    DeploymentRoute,
+    Upstream,
+    build_dynamic_config,
+    write_config,
+)
+from mlplatform.runtimes import Runtime, get_runtime
+from mlplatform.settings import Settings
+from mlplatform.store import Database
+
+logger = logging.getLogger(__name__)
+
+ROUTES_FILE = "routes.yml"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Where the other components of this platform listen (chosen by ``up``)."""
+
+    tracking_url: str  # the tracking server, reached directly, not through Traefik
+    api_url: str  # this API, as Traefik reaches it
+    dynamic_dir: Path  # Traefik's file-provider folder
+
+
+class Platform:
+    def __init__(self, settings: Settings, wiring: Wiring) -> None:
+        self.settings = settings
+        self.wiring = wiring
+        self.home = settings.resolved_home()
+        self.db = Database(settings.resolved_database_url())
+        self.tokens = TokenService(self.db)
+        self.runtimes: dict[str, Runtime] = {}
+        self.deploys = DeployService(
+            self.db,
+            self.runtimes,
+            home=self.home,
+            public_url=settings.resolved_public_url(),
+            tracking_url=wiring.tracking_url,
+            auth_url=lambda deployment_id: (
+                f"{wiring.api_url}/platform/internal/auth/{deployment_id}"
+            ),
+            publish=self._write_routes,
+            deploy_timeout=settings.deploy_timeout,
+            auth_cache=RouteAuthCache(settings.auth_cache_ttl),
+        )
+
+    def start(self) -> None:
+        """Migrate the schema, start the runtimes, reconcile deployments and routes."""
+        self.db.migrate()
+        for name in ("process",):
+            self.runtimes[name] = get_runtime(
+                name, self.home / "deployments", self.deploys.on_runtime_status
+            )
+        self.deploys.reconcile()
+        logger.info("platform API ready; routes in %s", self.wiring.dynamic_dir)
+
+    def stop(self, stop_servers: bool = True) -> None:
+        for runtime in self.runtimes.values():
+            runtime.close(stop_servers=stop_servers)
+        self.db.close()
+
+    def _write_routes(self, routes: Sequence[DeploymentRoute]) -> None:
+        config = build_dynamic_config(
+            tracking=Upstream("tracking", self.wiring.tracking_url),
+            platform_api=Upstream("platform-api", self.wiring.api_url),
+            deployments=routes,
+        )
+        if write_config(self.wiring.dynamic_dir / ROUTES_FILE, config):
+            logger.info("routes rewritten: %d deployment route(s)", len(routes))

@@ -1,0 +1,264 @@
+"""One MLflow tracking server, run as a child process with MLflow's basic-auth app.
+
+Everything the server keeps lives in its data folder:
+
+    <data_dir>/mlflow.db        backend and registry store (SQLite)
+    <data_dir>/auth.db          users and permissions of the basic-auth app
+    <data_dir>/artifacts/       artifacts, served by the tracking server itself
+    <data_dir>/basic_auth.ini   auth config (no secrets in it)
+    <data_dir>/secret_key       Flask secret for CSRF, stable across restarts
+
+The admin password reaches the child only through ``MLFLOW_AUTH_ADMIN_PASSWORD`` in
+its environment: never argv (visible in ``ps``), never the ini file, never a log line.
+"""
+
+import configparser
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from mlplatform.errors import StartupError, Unauthenticated, Unavailable
+
+logger = logging.getLogger(__name__)
+
+PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
+_LOG_TAIL_LINES = 40
+_STOP_GRACE_SECONDS = 10.0
+
+# Settings inherited from the parent that would silently change what the child does:
+# the ADMIN_* pair overrides the ini, the TRACKING_* ones belong to clients.
+_SCRUBBED_ENV = (
+    "MLFLOW_AUTH_ADMIN_USERNAME",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_AUTH_CONFIG_PATH",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_SERVER_ALLOWED_HOSTS",
+    "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
+    "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE",
+)
+
+
+class TrackingServer:
+    """A Standalone MLflow tracking server listening on ``127.0.0.1:<port>``.
+
+    ``public_url`` is where users reach it through Traefik (root path, no prefix); its
+    host is added to the Host headers and CORS origins MLflow accepts.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        admin_password: str,
+        *,
+        admin_username: str = "admin",
+        default_permission: str = "READ",
+        workers: int = 1,
+        public_url: str | None = None,
+    ) -> None:
+        if default_permission not in PERMISSIONS:
+            raise ValueError(f"default_permission must be one of {PERMISSIONS}")
+        if workers not in (1, 2):
+            raise ValueError("workers must be 1 or 2")
+        self.data_dir = data_dir
+        self.port = port
+        self.admin_username = admin_username
+        self.default_permission = default_permission
+        self.workers = workers
+        self.public_url = public_url
+        self._admin_password = admin_password
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_file: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"TrackingServer(data_dir={self.data_dir!r}, port={self.port})"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth_config_path(self) -> Path:
+        return self.data_dir / "basic_auth.ini"
+
+    def allowed_hosts(self) -> list[str]:
+        hosts = ["127.0.0.1", f"127.0.0.1:{self.port}", "localhost", "localhost:*"]
+        if self.public_url:
+            netloc = urlsplit(self.public_url).netloc
+            hosts += [h for h in (netloc, netloc.split(":")[0]) if h not in hosts]
+        return hosts
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "mlflow", "server",
+            "--app-name", "basic-auth",
+            "--backend-store-uri", f"sqlite:///{self.data_dir / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination", str(self.data_dir / "artifacts"),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", str(self.workers),
+            "--allowed-hosts", ",".join(self.allowed_hosts()),
+        ]  # fmt: skip
+        if self.public_url:
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.public_url))
+            cmd += ["--cors-allowed-origins", origin]
+        return cmd
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        env.update(
+            MLFLOW_AUTH_CONFIG_PATH=str(self.auth_config_path),
+            MLFLOW_AUTH_ADMIN_PASSWORD=self._admin_password,
+            MLFLOW_FLASK_SERVER_SECRET_KEY=self._secret_key(),
+            # The job runner (huey consumer) serves GenAI scorers the platform does not
+            # use; skipping it saves a process and ~150 MB.
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            MLFLOW_DISABLE_TELEMETRY="true",
+        )
+        return env
+
+    def write_auth_config(self) -> Path:
+        config = configparser.ConfigParser()
+        config["mlflow"] = {
+            "default_permission": self.default_permission,
+            "database_uri": f"sqlite:///{self.data_dir / 'auth.db'}",
+            "admin_username": self.admin_username,
+            "authorization_function": (
+                "mlflow.server.auth:authenticate_request_basic_auth"
+            ),
+        }
+        with self.auth_config_path.open("w") as fh:
+            config.write(fh)
+        return self.auth_config_path
+
+    def start(self, log_file: Path) -> "subprocess.Popen[bytes]":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "artifacts").mkdir(exist_ok=True)
+        self.write_auth_config()
+        cmd = self.command()
+        logger.debug("starting tracking server: %s", " ".join(cmd))
+        with log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                cmd,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.log_file = log_file
+        logger.info(
+            "tracking server starting at %s (pid %s)", self.url, self.process.pid
+        )
+        return self.process
+
+    def wait_healthy(self, timeout: float) -> float:
+        """Block until ``/health`` answers 200; return the seconds it took."""
+        started = time.monotonic()
+        delay = 0.1
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                self._raise_if_exited()
+                if _is_healthy(client, f"{self.url}/health"):
+                    elapsed = time.monotonic() - started
+                    logger.info(
+                        "tracking server running at %s (%.1fs)", self.url, elapsed
+                    )
+                    return elapsed
+                if time.monotonic() - started > timeout:
+                    raise StartupError(
+                        f"the tracking server did not answer /health within {timeout:.0f}s"
+                        f"; last log lines:\n{self._log_tail()}"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 1.0)
+
+    def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
+        """Terminate the whole process group (mlflow CLI + uvicorn workers), then kill."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("tracking server did not stop in %ss; killing it", grace)
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace)
+        # Workers may outlive the CLI process that forwarded the signal to them.
+        _signal_group(proc.pid, signal.SIGKILL)
+        logger.info("tracking server at %s stopped", self.url)
+
+    def _raise_if_exited(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise StartupError(
+                f"the tracking server exited with code {self.process.returncode}"
+                f"; last log lines:\n{self._log_tail()}"
+            )
+
+    def _log_tail(self) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return "(no log)"
+        lines = self.log_file.read_text(errors="replace").splitlines()
+        tail = "\n".join(lines[-_LOG_TAIL_LINES:])
+        return tail.replace(self._admin_password, "***")
+
+    def _secret_key(self) -> str:
+        # CSRF tokens of logged-in browser sessions must survive a restart, so the key
+        # is generated once and kept, readable by the owner only.
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+
+def verify_credentials(base_url: str, username: str, password: str) -> None:
+    """Check ``username``/``password`` against the tracking server at ``base_url``.
+
+    Raises ``Unauthenticated`` if MLflow rejects them, ``Unavailable`` if the server
+    does not answer as expected.
+    """
+    url = f"{base_url.rstrip('/')}/api/2.0/mlflow/users/current"
+    try:
+        response = httpx.get(url, auth=(username, password), timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise Unavailable(
+            f"the tracking server at {base_url} does not answer ({type(exc).__name__})"
+        ) from None
+    if response.status_code == 401:
+        raise Unauthenticated(f"MLflow rejected the credentials of user '{username}'")
+    if response.status_code != 200:
+        raise Unavailable(
+            f"the tracking server at {base_url} answered {response.status_code} "
+            "to a credential check"
+        )
+
+
+def _is_healthy(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
