@@ -36,7 +36,9 @@ app = typer.Typer(
 endpoint_app = typer.Typer(help="Deploy servers (endpoints).", no_args_is_help=True)
 deployment_app = typer.Typer(help="Deployments of models.", no_args_is_help=True)
 app.add_typer(endpoint_app, name="endpoint")
+token_app = typer.Typer(help="Platform API tokens.", no_args_is_help=True)
 app.add_typer(deployment_app, name="deployment")
+app.add_typer(token_app, name="token")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -55,6 +57,21 @@ def errors_to_exit() -> Iterator[None]:
     except (PlatformError, MLPlatformError, CliError) as exc:
         err_console.print(f"[red]Error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlplatform {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Self-hosted MLflow with protected model endpoints."""
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -385,6 +402,40 @@ def deployment_predict(
         except ValueError as exc:
             raise CliError(f"--data is not valid JSON: {exc}") from None
     _print_json(_run(lambda c: c.predict_model(payload, server, name, auth=auth)))
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="The token's owner (an MLflow user).")],
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+    role: Annotated[str, typer.Option(help="user or admin")] = "user",
+    ttl: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 30d; none: no expiry")
+    ] = None,
+) -> None:
+    """Create a token and print it (once)."""
+    created = _run(lambda c: c.create_token(user, name, role, ttl))
+    typer.echo(created["token"])
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (without their secrets)."""
+    tokens = _run(lambda c: c.list_tokens())
+    table = Table("id", "owner", "name", "role", "expires", "last used", "revoked")
+    for t in tokens:
+        table.add_row(
+            t["id"], t["owner"], t["name"], t["role"], str(t["expires_at"] or "never"),
+            str(t["last_used_at"] or "-"), "yes" if t["revoked"] else "no",
+        )  # fmt: skip
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token; it stops working at once."""
+    _run(lambda c: c.delete_token(token_id))
+    console.print(f"token {token_id} revoked")
 
 
 def main() -> None:

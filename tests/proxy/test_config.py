@@ -10,6 +10,7 @@ from mlplatform.proxy import (
     DEPLOYMENT_PRIORITY,
     PLATFORM_API_PRIORITY,
     TRACKING_PRIORITY,
+    UNKNOWN_DEPLOYMENT_PRIORITY,
     DeploymentRoute,
     Upstream,
     build_dynamic_config,
@@ -66,7 +67,7 @@ def test_object_names_do_not_collide(
 ) -> None:
     one, two = route(*first), route(*second)
     assert one.object_name != two.object_name
-    assert len(http(one, two)["routers"]) == 4
+    assert len(http(one, two)["routers"]) == 5
 
 
 def test_object_name_is_deterministic() -> None:
@@ -122,7 +123,25 @@ def test_priorities_let_deployments_and_api_win() -> None:
     routers = http(route("s", "d"))["routers"]
     assert routers["tracking"]["priority"] == TRACKING_PRIORITY
     assert routers["platform-api"]["priority"] == PLATFORM_API_PRIORITY
-    assert TRACKING_PRIORITY < PLATFORM_API_PRIORITY < DEPLOYMENT_PRIORITY
+    assert routers["platform-api-unknown-deployment"]["priority"] == (
+        UNKNOWN_DEPLOYMENT_PRIORITY
+    )
+    assert (
+        TRACKING_PRIORITY
+        < PLATFORM_API_PRIORITY
+        < UNKNOWN_DEPLOYMENT_PRIORITY
+        < DEPLOYMENT_PRIORITY
+    )
+
+
+def test_unknown_deployments_go_to_platform_api() -> None:
+    router = http()["routers"]["platform-api-unknown-deployment"]
+    assert router == {
+        "entryPoints": ["web"],
+        "priority": UNKNOWN_DEPLOYMENT_PRIORITY,
+        "rule": "PathPrefix(`/deploy/`)",
+        "service": "platform-api",
+    }
 
 
 def test_tracking_is_catch_all_without_middlewares() -> None:

@@ -54,8 +54,8 @@ def _handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
             if echo.expected_auth is not None:
                 self._authenticate()
                 return
-            # Like MLflow: no route of the tracking server lives under /deploy/.
-            if echo.name == "tracking" and self.path.startswith("/deploy/"):
+            # Like the platform API: it serves no path under /deploy/ itself.
+            if echo.name == "platform-api" and self.path.startswith("/deploy/"):
                 self._reply(404, {"upstream": echo.name})
                 return
             self._reply(200, {"upstream": echo.name, "path": self.path})
@@ -184,11 +184,15 @@ def test_deployment_route_strips_prefix(proxy: Proxy) -> None:
     assert proxy.get("/deploy/srv_1/iris").json() == {"upstream": "model", "path": "/"}
 
 
-def test_longer_deployment_name_is_not_matched_by_prefix(proxy: Proxy) -> None:
-    # /deploy/srv_1/iris must not capture /deploy/srv_1/iris2; tracking 404s it.
-    response = proxy.get("/deploy/srv_1/iris2/invocations")
+@pytest.mark.parametrize(
+    "path", ["/deploy/srv_1/iris2/invocations", "/deploy/srv_1/irises", "/deploy/x"]
+)
+def test_unknown_deployment_goes_to_platform_api(proxy: Proxy, path: str) -> None:
+    # /deploy/srv_1/iris must not capture /deploy/srv_1/iris2, and MLflow never
+    # sees /deploy/ paths.
+    response = proxy.get(path)
     assert response.status_code == 404
-    assert response.json() == {"upstream": "tracking"}
+    assert response.json() == {"upstream": "platform-api"}
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": BAD_AUTH}])
@@ -239,7 +243,8 @@ def test_internal_paths_fall_through_to_tracking(proxy: Proxy, path: str) -> Non
 
 
 def test_rewrite_adds_route_without_restart(proxy: Proxy) -> None:
-    pid = proxy.process.process.pid if proxy.process.process else None
+    running = proxy.process.process
+    assert running is not None
     assert proxy.get("/deploy/srv_2/late/ping").status_code == 404
     assert proxy.write_routes() is False
 
@@ -250,9 +255,8 @@ def test_rewrite_adds_route_without_restart(proxy: Proxy) -> None:
 
     response = proxy.get("/deploy/srv_2/late/ping")
     assert response.json() == {"upstream": "model2", "path": "/ping"}
-    assert proxy.process.process is not None
-    assert proxy.process.process.pid == pid
-    assert proxy.process.process.poll() is None
+    assert proxy.process.process is running
+    assert running.poll() is None
     assert proxy.get("/deploy/srv_1/iris/x").json()["upstream"] == "model"
 
 

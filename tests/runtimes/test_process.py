@@ -67,9 +67,7 @@ def runtime(tmp_path: Path, status_log: StatusLog) -> Iterator[ProcessRuntime]:
     runtime.close(stop_servers=True)
 
 
-def wait_until(
-    condition: Callable[[], bool], timeout: float = READY_TIMEOUT
-) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.05
     while not condition():
@@ -232,7 +230,7 @@ def test_wait_ready_gives_up_after_the_timeout(
     endpoint = runtime.start(ServingSpec("iris-slow", iris_model.path))
     assert endpoint.pid is not None
 
-    with pytest.raises(RuntimeError_, match="did not answer 200 within 0.2 s"):
+    with pytest.raises(RuntimeError_, match=r"did not answer 200 within 0\.2 s"):
         runtime.wait_ready("iris-slow", 0.2)
 
     assert not pid_exists(endpoint.pid)
@@ -279,8 +277,12 @@ def _restarted(runtime: ProcessRuntime, deployment_id: str, previous: Endpoint) 
 def test_adopt_returns_none_for_a_dead_pid(
     runtime: ProcessRuntime, iris_model: IrisModel
 ) -> None:
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(finished.stdout)
     previous = Endpoint(url="http://127.0.0.1:1", pid=dead_pid)
 

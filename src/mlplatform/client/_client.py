@@ -98,6 +98,21 @@ class MLPlatform:
         result: dict[str, Any] = self._call("GET", "/whoami")
         return result
 
+    def create_token(
+        self, owner: str, name: str, role: str = "user", ttl: str | None = None
+    ) -> dict[str, Any]:
+        """Create a platform token for ``owner`` (admin only); the secret is shown once."""
+        body = {"owner": owner, "name": name, "role": role, "ttl": ttl}
+        result: dict[str, Any] = self._call("POST", "/tokens", json=body)
+        return result
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/tokens")
+        return result
+
+    def delete_token(self, token_id: str) -> None:
+        self._call("DELETE", f"/tokens/{quote(token_id)}")
+
     # -- deploy servers (endpoints) -------------------------------------------
 
     def create_endpoint_standalone(

@@ -9,13 +9,45 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import re
+
 from sqlalchemy import select
 
 from mlplatform.domain.principals import Principal
-from mlplatform.errors import Unauthenticated
+from mlplatform.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from mlplatform.store import Database, Token
 
 TOKEN_PREFIX = "mlp_"
+ROLES = ("user", "admin")
+_TTL = re.compile(r"^(\d+)([smhdw])$")
+_TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_ttl(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``... as a timedelta."""
+    match = _TTL.fullmatch(text.strip())
+    if not match or int(match[1]) == 0:
+        raise InvalidInput(
+            f"invalid ttl {text!r}: use a number and s, m, h, d or w (30d)"
+        )
+    return timedelta(**{_TTL_UNITS[match[2]]: int(match[1])})
+
+
+def require_admin(principal: Principal, action: str) -> None:
+    if not principal.is_admin:
+        raise PermissionDenied(f"{action} needs the admin role; your token has 'user'")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    owner: str
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
 
 
 def digest(secret: str) -> str:
@@ -49,6 +81,33 @@ class TokenService:
             session.flush()
             return IssuedToken(token.id, secret)
 
+    def issue(
+        self, principal: Principal, owner: str, name: str, role: str, ttl: str | None
+    ) -> IssuedToken:
+        require_admin(principal, "creating tokens")
+        if role not in ROLES:
+            raise InvalidInput(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
+        if not owner or not name:
+            raise InvalidInput("a token needs an owner and a name")
+        return self.create(owner, name, role, parse_ttl(ttl) if ttl else None)
+
+    def list(self, principal: Principal) -> list[TokenInfo]:
+        with self.db.session() as session:
+            query = select(Token).order_by(Token.created_at)
+            if not principal.is_admin:
+                query = query.where(Token.owner == principal.username)
+            return [_info(token) for token in session.scalars(query)]
+
+    def revoke(self, principal: Principal, token_id: str) -> None:
+        with self.db.session() as session:
+            token = session.get(Token, token_id)
+            visible = token is not None and (
+                principal.is_admin or token.owner == principal.username
+            )
+            if token is None or not visible:
+                raise NotFound(f"token {token_id!r} not found")
+            token.revoked_at = datetime.now(UTC)
+
     def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthenticated(
@@ -70,3 +129,16 @@ class TokenService:
             if last is None or now - last.replace(tzinfo=UTC) > timedelta(minutes=1):
                 token.last_used_at = now
             return Principal(token.owner, token.role, token.id)
+
+
+def _info(token: Token) -> TokenInfo:
+    return TokenInfo(
+        id=token.id,
+        owner=token.owner,
+        name=token.name,
+        role=token.role,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        last_used_at=token.last_used_at,
+        revoked=token.revoked_at is not None,
+    )

@@ -7,8 +7,13 @@ https://doc.traefik.io/traefik/reference/
 Routing of the single entrance (entrypoint ``web``):
 
     /deploy/<deploy server>/<deployment>[/...]  -> that deployment's scoring server
+    /deploy/... of no known deployment          -> the platform API (answers 404)
     /platform/... except /platform/internal...  -> the platform API
     everything else                             -> the MLflow tracking server
+
+Unknown deployments go to the platform API rather than to MLflow, whose auth would
+answer 401 and ask for MLflow credentials; a 404 there also tells ``route_ready``
+reliably that Traefik has not loaded a deployment's router yet.
 
 Explicit priorities decide overlaps, so the order of rules never depends on Traefik's
 default (rule length).
@@ -30,6 +35,7 @@ PING_ENTRYPOINT = "traefik"
 
 TRACKING_PRIORITY = 1
 PLATFORM_API_PRIORITY = 100
+UNKNOWN_DEPLOYMENT_PRIORITY = 150
 DEPLOYMENT_PRIORITY = 200
 
 PLATFORM_PREFIX = "/platform/"
@@ -136,8 +142,16 @@ def platform_api_routes(platform_api: Upstream) -> Config:
         f" && !PathPrefix(`{INTERNAL_PREFIX}/`) && !Path(`{INTERNAL_PREFIX}`)"
     )
     router = _router(rule, platform_api.name, PLATFORM_API_PRIORITY)
+    unknown = _router(
+        f"PathPrefix(`{DEPLOY_PREFIX}/`)",
+        platform_api.name,
+        UNKNOWN_DEPLOYMENT_PRIORITY,
+    )
     return {
-        "routers": {platform_api.name: router},
+        "routers": {
+            platform_api.name: router,
+            f"{platform_api.name}-unknown-deployment": unknown,
+        },
         "services": {platform_api.name: _service(platform_api.url)},
     }
 

@@ -13,6 +13,7 @@ folder passed in an environment variable. Differences from upstream, on purpose:
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import shlex
@@ -420,11 +421,16 @@ def _child_env(spec: ServingSpec) -> dict[str, str]:
         # Model code may print; without this its output reaches the log late or never.
         "PYTHONUNBUFFERED": "1",
         MODEL_PATH_VAR: spec.model_dir.resolve().as_uri(),
-        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name: str(
-            MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
-        ),
+        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name: _request_timeout(),
         MARKER_VAR: spec.deployment_id,
     }
+
+
+def _request_timeout() -> str:
+    # get() parses and validates the platform's setting; mlflow ships no type hints.
+    setting = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    seconds: int = setting.get()  # type: ignore[no-untyped-call]
+    return str(seconds)
 
 
 def _free_port() -> int:
@@ -503,7 +509,7 @@ def _runs_deployment(pid: int, spec: ServingSpec, port: int) -> bool:
     # environ is only readable by the same user or root; the port is weaker proof.
     return any(
         flag == b"--port" and value == str(port).encode()
-        for flag, value in zip(args, args[1:], strict=False)
+        for flag, value in itertools.pairwise(args)
     )
 
 

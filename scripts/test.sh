@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: install, lint, type-check, run the whole suite against real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+ruff check src tests bench examples
+ruff format --check src tests bench examples
+mypy
+pytest "$@"
