@@ -118,7 +118,9 @@ def test_model_that_fails_to_load_ends_failed_without_route(
     platform: RunningPlatform, client: MLPlatform, iris: RegisteredModel
 ) -> None:
     def corrupt(folder: Path) -> None:
-        (folder / "model.pkl").write_bytes(b"this is not a pickle")
+        # MLflow 3.17 saves scikit-learn models as model.skops, older ones as .pkl.
+        for model_file in folder.glob("model.*"):
+            model_file.write_bytes(b"this is not a model")
 
     uri = log_altered_model("corrupt_model", corrupt)
     with pytest.raises(DeploymentFailedError) as caught:

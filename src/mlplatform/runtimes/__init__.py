@@ -4,7 +4,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlplatform.errors import InvalidInput
-
 from mlplatform.runtimes.base import Endpoint, Runtime, RuntimeError_, ServingSpec
 
 __all__ = ["Endpoint", "Runtime", "RuntimeError_", "ServingSpec", "get_runtime"]
@@ -13,7 +12,7 @@ __all__ = ["Endpoint", "Runtime", "RuntimeError_", "ServingSpec", "get_runtime"]
 def get_runtime(
     name: str, state_dir: Path, on_status: Callable[[str, str], None] | None = None
 ) -> Runtime:
-    """Return the runtime called ``name``; ``docker`` will plug in beside ``process``."""
+    """Return the runtime called ``name``; ``docker`` plugs in beside ``process``."""
     if name == "process":
         from mlplatform.runtimes.process import ProcessRuntime
 

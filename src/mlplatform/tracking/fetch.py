@@ -212,7 +212,10 @@ def _is_missing_alias(detail: str) -> bool:
 
 
 def _short(message: str, code: str) -> str:
-    first = message.strip().splitlines()[0] if message.strip() else "no detail"
+    lines = message.strip().splitlines() or ["no detail"]
+    # Artifact download failures put the server's answer on a later line.
+    first = next((line for line in lines if "Client Error" in line), lines[0])
+    first = first.split(" Response text:")[0]
     if code and first.startswith(f"{code}: "):
         first = first[len(code) + 2 :]
     return first[:_MESSAGE_LIMIT]
