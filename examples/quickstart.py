@@ -36,6 +36,9 @@ def train_and_register() -> tuple[RandomForestClassifier, object, str]:
             name="model",
             registered_model_name=MODEL_NAME,
             input_example=x_test.head(2),
+            # Random forests hold tree arrays skops does not trust by default; we
+            # built this model ourselves just above.
+            skops_trusted_types=["sklearn.tree._tree.Tree"],
         )
     version = MlflowClient().get_model_version(
         MODEL_NAME, info.registered_model_version

@@ -26,6 +26,9 @@ class RegisteredModel:
     sample: pd.DataFrame
 
 
+TRUSTED = ["sklearn.tree._tree.Tree"]  # our own random forests
+
+
 def iris_data() -> tuple[pd.DataFrame, pd.Series]:
     data = load_iris(as_frame=True)
     return data.data, data.target
@@ -38,7 +41,11 @@ def register_iris(name: str, experiment: str = "tests") -> RegisteredModel:
         model = RandomForestClassifier(n_estimators=20, random_state=0)
         model.fit(features, target)
         info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=name, input_example=features[:2]
+            model,
+            name="model",
+            registered_model_name=name,
+            input_example=features[:2],
+            skops_trusted_types=TRUSTED,
         )
     client = MlflowClient()
     version = str(info.registered_model_version)
@@ -63,7 +70,7 @@ def log_altered_model(artifact_path: str, alter: Callable[[Path], None]) -> str:
     model = RandomForestClassifier(n_estimators=5, random_state=0).fit(features, target)
     folder = Path(tempfile.mkdtemp()) / "model"
     try:
-        mlflow.sklearn.save_model(model, folder)
+        mlflow.sklearn.save_model(model, folder, skops_trusted_types=TRUSTED)
         alter(folder)
         with mlflow.start_run() as run:
             mlflow.log_artifacts(str(folder), artifact_path)

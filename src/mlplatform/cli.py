@@ -31,7 +31,10 @@ from mlplatform.supervisor import (
 )
 
 app = typer.Typer(
-    help="Self-hosted MLflow with protected model endpoints.", no_args_is_help=True
+    help="Self-hosted MLflow with protected model endpoints.",
+    no_args_is_help=True,
+    # Locals can hold passwords and tokens: never print them in a traceback.
+    pretty_exceptions_show_locals=False,
 )
 endpoint_app = typer.Typer(help="Deploy servers (endpoints).", no_args_is_help=True)
 deployment_app = typer.Typer(help="Deployments of models.", no_args_is_help=True)
@@ -40,7 +43,7 @@ token_app = typer.Typer(help="Platform API tokens.", no_args_is_help=True)
 app.add_typer(deployment_app, name="deployment")
 app.add_typer(token_app, name="token")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -117,8 +120,8 @@ def up(
         configure_logging()
         supervisor = Supervisor(settings)
         try:
-            supervisor.start()
-            _print_summary(settings)
+            admin, generated = supervisor.start()
+            _print_summary(settings, admin, generated)
             supervisor.watch()
         finally:
             supervisor.stop()
@@ -134,7 +137,7 @@ def _export_settings(settings: Settings, **given: Any) -> None:
 def _up_detached(settings: Settings) -> None:
     supervisor = Supervisor(settings)
     supervisor.check_machine()
-    admin = supervisor.bootstrap()
+    admin, generated = supervisor.bootstrap()
     home = settings.resolved_home()
     log_file = home / "logs" / "platform.log"
     env = {**os.environ, "MLPLATFORM_HOME": str(home)}
@@ -149,7 +152,7 @@ def _up_detached(settings: Settings) -> None:
         )
     with console.status("starting the tracking server, the platform API and traefik"):
         _wait_detached(process, home, log_file)
-    _print_summary(settings, admin)
+    _print_summary(settings, admin, generated)
 
 
 def _wait_detached(
@@ -169,10 +172,9 @@ def _wait_detached(
 
 
 def _print_summary(
-    settings: Settings, admin: credentials.AdminCredentials | None = None
+    settings: Settings, admin: credentials.AdminCredentials, generated: bool
 ) -> None:
     home = settings.resolved_home()
-    admin = admin or credentials.load(home)
     url = settings.resolved_public_url()
     console.print(f"mlplatform {__version__} is running at [bold]{url}[/bold]")
     console.print(f"  MLflow UI and API   {url}/")
@@ -180,8 +182,11 @@ def _print_summary(
         f"  platform API        {url}/platform/api/v1  (docs: /platform/api/v1/docs)"
     )
     console.print(f"  deployments         {url}/deploy/<deploy server>/<deployment>/")
-    if admin is not None:
-        console.print(f"  admin user          {admin.admin_user}")
+    console.print(f"  admin user          {admin.admin_user}")
+    if generated:
+        console.print(
+            f"  admin password      {admin.admin_password}  (generated; shown this once)"
+        )
     console.print(
         f"  credentials         {credentials.credentials_path(home)} (mode 0600)"
     )

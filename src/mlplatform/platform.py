@@ -12,6 +12,7 @@ from mlplatform.proxy import (
     DeploymentRoute,
     Upstream,
     build_dynamic_config,
+    route_ready,
     write_config,
 )
 from mlplatform.runtimes import Runtime, get_runtime
@@ -30,6 +31,7 @@ class Wiring:
     tracking_url: str  # the tracking server, reached directly, not through Traefik
     api_url: str  # this API, as Traefik reaches it
     dynamic_dir: Path  # Traefik's file-provider folder
+    entrance_url: str  # Traefik's public entrypoint, as reached from this machine
 
 
 class Platform:
@@ -50,6 +52,7 @@ class Platform:
                 f"{wiring.api_url}/platform/internal/auth/{deployment_id}"
             ),
             publish=self._write_routes,
+            wait_routed=lambda path: route_ready(wiring.entrance_url, path),
             deploy_timeout=settings.deploy_timeout,
             auth_cache=RouteAuthCache(settings.auth_cache_ttl),
         )

@@ -196,14 +196,14 @@ class Supervisor:
         for folder in ("logs", "run", "tracking", "deployments", "traefik/dynamic"):
             (self.home / folder).mkdir(parents=True, exist_ok=True)
 
-    def bootstrap(self) -> credentials.AdminCredentials:
+    def bootstrap(self) -> tuple[credentials.AdminCredentials, bool]:
+        """The admin's credentials, and whether the password was generated now."""
         db = Database(self.settings.resolved_database_url())
         try:
             db.migrate()
-            admin, _generated = credentials.bootstrap(self.settings, db)
+            return credentials.bootstrap(self.settings, db)
         finally:
             db.close()
-        return admin
 
     def start_tracking(self, admin: credentials.AdminCredentials) -> None:
         self.tracking = TrackingServer(
@@ -289,10 +289,10 @@ class Supervisor:
 
     # -- the whole ------------------------------------------------------------
 
-    def start(self) -> credentials.AdminCredentials:
+    def start(self) -> tuple[credentials.AdminCredentials, bool]:
         logger.info("mlplatform %s starting; home %s", __version__, self.home)
         self.check_machine()
-        admin = self.bootstrap()
+        admin, generated = self.bootstrap()
         try:
             self.start_tracking(admin)
             self.start_api()
@@ -303,7 +303,7 @@ class Supervisor:
             raise
         self.write_state()
         logger.info("mlplatform running at %s", self.public_url)
-        return admin
+        return admin, generated
 
     def watch(self) -> None:
         """Block until SIGTERM/SIGINT, restarting children that die."""

@@ -1,8 +1,7 @@
-import shutil
 from pathlib import Path
 
 import pytest
-from tracking_support import MODEL_NAME, READER, READER2, TrackingFixture
+from tracking_support import MODEL_NAME, READER, READER2, TrackingFixture, free_port
 
 from mlplatform.errors import (
     Conflict,
@@ -21,8 +20,6 @@ from mlplatform.tracking.fetch import (
     validate_model_uri,
 )
 
-pytestmark = pytest.mark.integration
-
 UNKNOWN_RUN = "0" * 32
 
 
@@ -37,6 +34,7 @@ def uri_forms(fx: TrackingFixture) -> dict[str, str]:
     }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "form", ["version", "alias", "logged-model", "run", "artifacts", "version-source"]
 )
@@ -53,11 +51,13 @@ def test_every_uri_form_downloads_a_model(
     assert any(line.startswith("scikit-learn==") for line in result.requirements)
 
 
+@pytest.mark.integration
 def test_version_source_is_a_logged_model_uri(tracking: TrackingFixture) -> None:
     # MLflow 3 records the logged model, not the run, as a version's source.
     assert tracking.version_source == f"models:/{tracking.model_id}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "uri",
     [
@@ -81,6 +81,7 @@ def test_unknown_model_is_not_found(
     assert not dest.exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", ["nothing-here", "../model"])
 def test_unknown_artifact_path(
     tracking: TrackingFixture, tmp_path: Path, path: str
@@ -94,6 +95,7 @@ def test_unknown_artifact_path(
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.integration
 def test_wrong_password_is_unauthenticated(
     tracking: TrackingFixture, tmp_path: Path
 ) -> None:
@@ -107,7 +109,10 @@ def test_wrong_password_is_unauthenticated(
     assert not tmp_path.exists()
 
 
-@pytest.mark.parametrize("form", ["version", "alias", "logged-model", "run", "artifacts"])
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "form", ["version", "alias", "logged-model", "run", "artifacts"]
+)
 def test_user_without_permission_is_denied(
     tracking: TrackingFixture, tmp_path: Path, form: str
 ) -> None:
@@ -121,7 +126,10 @@ def test_user_without_permission_is_denied(
     assert not (tmp_path / "model").exists()
 
 
-def test_a_single_file_is_not_a_model(tracking: TrackingFixture, tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_a_single_file_is_not_a_model(
+    tracking: TrackingFixture, tmp_path: Path
+) -> None:
     uri = f"runs:/{tracking.run_id}/model/MLmodel"
 
     with pytest.raises(InvalidInput, match="is not an MLflow model"):
@@ -131,12 +139,12 @@ def test_a_single_file_is_not_a_model(tracking: TrackingFixture, tmp_path: Path)
 
 
 def test_unreachable_server_is_unavailable(tmp_path: Path) -> None:
-    from tracking_support import free_port
-
     url = f"http://127.0.0.1:{free_port()}"
 
     with pytest.raises(Unavailable, match="does not answer"):
-        fetch_model(url, f"models:/{MODEL_NAME}/1", *READER, tmp_path / "m", timeout=120)
+        fetch_model(
+            url, f"models:/{MODEL_NAME}/1", *READER, tmp_path / "m", timeout=120
+        )
 
     assert not (tmp_path / "m").exists()
 
@@ -164,7 +172,6 @@ def test_refuses_a_folder_with_files(tmp_path: Path) -> None:
         "mlflow-artifacts:/0/../../etc",
     ],
 )
-@pytest.mark.integration
 def test_invalid_uri_is_refused_before_any_download(tmp_path: Path, uri: str) -> None:
     dest = tmp_path / "model"
 
@@ -226,7 +233,3 @@ def test_scrub_removes_password_and_basic_token() -> None:
     text = "pw=s3cret-pass header=Basic YWxpY2U6czNjcmV0LXBhc3M="
 
     assert scrub(text, "alice", "s3cret-pass") == "pw=*** header=Basic ***"
-
-
-def teardown_module() -> None:
-    shutil.rmtree(Path("/nonexistent-placeholder"), ignore_errors=True)

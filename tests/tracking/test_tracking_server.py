@@ -20,7 +20,9 @@ def test_command_serves_artifacts_with_basic_auth(tmp_path: Path) -> None:
 
     assert cmd[1:4] == ["-m", "mlflow", "server"]
     assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
-    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"
+    assert (
+        cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"
+    )
     assert "--serve-artifacts" in cmd
     assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp_path / "artifacts")
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
@@ -60,9 +62,10 @@ def test_env_passes_password_and_drops_client_credentials(
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "basic_auth.ini")
     assert "MLFLOW_TRACKING_PASSWORD" not in env
     assert "MLFLOW_AUTH_ADMIN_USERNAME" not in env
-    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == make_server(tmp_path).env()[
-        "MLFLOW_FLASK_SERVER_SECRET_KEY"
-    ]
+    assert (
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+        == make_server(tmp_path).env()["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    )
 
 
 @pytest.mark.parametrize("bad", [{"workers": 3}, {"default_permission": "ALL"}])

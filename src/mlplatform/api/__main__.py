@@ -29,7 +29,9 @@ def main() -> None:
     configure_logging()
     settings = Settings()
     api_url = f"http://127.0.0.1:{args.port}"
-    wiring = Wiring(args.tracking_url, api_url, args.dynamic_dir)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    entrance_url = f"http://{host}:{settings.port}"
+    wiring = Wiring(args.tracking_url, api_url, args.dynamic_dir, entrance_url)
     logger.info(
         "mlplatform %s API starting; home %s", __version__, settings.resolved_home()
     )

@@ -50,6 +50,7 @@ class DeployService:
         tracking_url: str,
         auth_url: Callable[[str], str],
         publish: Callable[[Sequence[DeploymentRoute]], None],
+        wait_routed: Callable[[str], bool],
         deploy_timeout: float,
         auth_cache: RouteAuthCache,
     ) -> None:
@@ -60,6 +61,7 @@ class DeployService:
         self.tracking_url = tracking_url
         self.auth_url = auth_url
         self._publish = publish
+        self._wait_routed = wait_routed
         self.deploy_timeout = deploy_timeout
         self.auth_cache = auth_cache
         self._route_secrets: dict[str, RouteSecret] = {}
@@ -365,6 +367,17 @@ class DeployService:
         self._set_endpoint(spec.deployment_id, endpoint, "running")
         if publish:
             self.publish_routes()
+            self._wait_for_route(spec.deployment_id)
+
+    def _wait_for_route(self, deployment_id: str) -> None:
+        with self.db.session() as session:
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None
+            path = f"/deploy/{deployment.deploy_server.name}/{deployment.name}/ping"
+        # Traefik loads the rewritten file a moment later; callers are told the URL
+        # works only once it does.
+        if not self._wait_routed(path):
+            logger.warning("route %s not served by traefik yet", path)
 
     def _discard(self, deployment_id: str, workdir: Path) -> None:
         with self.db.session() as session:

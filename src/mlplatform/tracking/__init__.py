@@ -4,3 +4,21 @@
 the caller's own MLflow credentials; ``check_requirements`` compares a model's
 ``requirements.txt`` with the platform's environment.
 """
+
+from mlplatform.tracking.fetch import FetchResult, fetch_model
+from mlplatform.tracking.requirements import (
+    RequirementsReport,
+    check_requirements,
+    ensure_satisfied,
+)
+from mlplatform.tracking.server import TrackingServer, verify_credentials
+
+__all__ = [
+    "FetchResult",
+    "RequirementsReport",
+    "TrackingServer",
+    "check_requirements",
+    "ensure_satisfied",
+    "fetch_model",
+    "verify_credentials",
+]

@@ -24,6 +24,11 @@ from typing import Any
 # Artifact downloads surface server answers as requests' "404 Client Error: ..." text,
 # sometimes wrapped in an MlflowException that itself says INTERNAL_ERROR.
 _CLIENT_ERROR = re.compile(r"\b(40[0-9]) Client Error\b")
+_CONNECTION_MARKERS = (
+    "NewConnectionError",
+    "Connection refused",
+    "ConnectTimeoutError",
+)
 _STAGING = ".download"
 
 
@@ -78,8 +83,9 @@ def _describe(exc: Exception) -> dict[str, Any]:
     match = _CLIENT_ERROR.search(str(exc))
     if match and (status is None or status >= 500):
         status, error_code = int(match.group(1)), f"HTTP_{match.group(1)}"
-    if status is None and _is_connection_error(exc):
-        error_code = "UNREACHABLE"
+    elif (status is None or status >= 500) and _is_connection_error(exc):
+        # MLflow wraps a refused connection in an INTERNAL_ERROR (500) of its own.
+        status, error_code = None, "UNREACHABLE"
     return _result(
         False,
         error_code=error_code or "INTERNAL",
@@ -108,7 +114,7 @@ def _is_connection_error(exc: BaseException) -> bool:
         if isinstance(seen, requests.ConnectionError | ConnectionError):
             return True
         seen = seen.__cause__ or seen.__context__
-    return "Max retries exceeded" in str(exc)
+    return any(marker in str(exc) for marker in _CONNECTION_MARKERS)
 
 
 def _result(ok: bool, **fields: Any) -> dict[str, Any]:
