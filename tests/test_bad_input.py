@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import mlflow
 import pytest
 from conftest import RunningPlatform
 from models import RegisteredModel, log_altered_model, register_iris
@@ -127,7 +128,9 @@ def test_model_that_fails_to_load_ends_failed_without_route(
         client.create_deployment_standalone(SERVER, "broken", uri, auth="u:p")
     deployment = client.get_deployment(SERVER, "broken")
     assert deployment["status"] == "failed"
-    assert "Traceback" in deployment["error"] or "Error" in deployment["error"]
+    # The error ends with the last lines of the server's log: here, the load failure.
+    assert "failed to start" in deployment["error"]
+    assert "BadZipFile" in deployment["error"]
     assert caught.value.deployment["status"] == "failed"
     answer = httpx.get(deployment["url"] + "/ping", auth=("u", "p"))
     assert answer.status_code == 404
@@ -139,7 +142,7 @@ def test_unsatisfied_requirements_name_the_packages(
 ) -> None:
     def require_missing(folder: Path) -> None:
         with (folder / "requirements.txt").open("a") as requirements:
-            requirements.write("surely-not-installed-pkg==1.0\n")
+            requirements.write("\nsurely-not-installed-pkg==1.0\n")
 
     uri = log_altered_model("needs_missing_pkg", require_missing)
     before = leftovers(platform, client)
@@ -188,17 +191,28 @@ def test_model_the_caller_cannot_read_is_403(
         platform.env["MLFLOW_TRACKING_PASSWORD"],
     )
     user, password = "stranger", "Stranger-pass-123"
-    api = f"{platform.url}/api/2.0/mlflow"
     created = httpx.post(
-        f"{api}/users/create", json={"username": user, "password": password}, auth=admin
-    )
-    assert created.status_code == 200, created.text
-    denied = httpx.post(
-        f"{api}/registered-models/permissions/create",
-        json={"name": iris.name, "username": user, "permission": "NO_PERMISSIONS"},
+        f"{platform.url}/api/2.0/mlflow/users/create",
+        json={"username": user, "password": password},
         auth=admin,
     )
-    assert denied.status_code == 200, denied.text
+    assert created.status_code == 200, created.text
+    experiment_id = mlflow.get_run(iris.run_id).info.experiment_id
+    for resource_type, resource_id in (
+        ("registered_model", iris.name),
+        ("experiment", experiment_id),
+    ):
+        denied = httpx.post(
+            f"{platform.url}/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": user,
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "permission": "DENY",
+            },
+            auth=admin,
+        )
+        assert denied.status_code == 200, denied.text
     token = platform.cli(
         "token", "create", "--user", user, "--name", "test"
     ).stdout.strip()

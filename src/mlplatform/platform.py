@@ -5,6 +5,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from mlplatform.domain.deployments import DeployService
 from mlplatform.domain.route_auth import RouteAuthCache
 from mlplatform.domain.tokens import TokenService
@@ -12,6 +14,7 @@ from mlplatform.proxy import (
     DeploymentRoute,
     Upstream,
     build_dynamic_config,
+    poll_with_backoff,
     route_ready,
     write_config,
 )
@@ -52,7 +55,7 @@ class Platform:
                 f"{wiring.api_url}/platform/internal/auth/{deployment_id}"
             ),
             publish=self._write_routes,
-            wait_routed=lambda path: route_ready(wiring.entrance_url, path),
+            wait_routed=self._wait_routed,
             deploy_timeout=settings.deploy_timeout,
             auth_cache=RouteAuthCache(settings.auth_cache_ttl),
         )
@@ -71,6 +74,20 @@ class Platform:
         for runtime in self.runtimes.values():
             runtime.close(stop_servers=stop_servers)
         self.db.close()
+
+    def _wait_routed(self, path: str, present: bool) -> bool:
+        """Wait until Traefik serves ``path`` (or, with ``present`` false, stops)."""
+        if present:
+            return route_ready(self.wiring.entrance_url, path)
+        url = self.wiring.entrance_url + path
+
+        def gone() -> bool:
+            try:
+                return httpx.get(url, timeout=2, trust_env=False).status_code == 404
+            except httpx.HTTPError:
+                return False
+
+        return poll_with_backoff(gone, timeout=10)
 
     def _write_routes(self, routes: Sequence[DeploymentRoute]) -> None:
         config = build_dynamic_config(

@@ -8,11 +8,9 @@ grant is really refused; ``reader`` gets READ on the model and its experiment, w
 import logging
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-from tracking_support import READER, READER2, MODEL_NAME, TrackingFixture, free_port
+from tracking_support import MODEL_NAME, READER, READER2, TrackingFixture, free_port
 
 from mlplatform.tracking.server import TrackingServer
 
@@ -68,7 +66,8 @@ def _log_model() -> tuple[str, str, str, str]:
     client = MlflowClient()
     client.set_registered_model_alias(MODEL_NAME, "champion", "1")
     source = client.get_model_version(MODEL_NAME, "1").source
-    return run.info.run_id, info.model_id, experiment_id, source
+    assert source is not None
+    return str(run.info.run_id), str(info.model_id), experiment_id, source
 
 
 def _create_users(url: str, experiment_id: str) -> None:
@@ -77,7 +76,7 @@ def _create_users(url: str, experiment_id: str) -> None:
     auth = get_app_client("basic-auth", tracking_uri=url)
     auth.create_user(*READER)
     auth.create_user(*READER2)
-    # Model artifacts are served through the experiment's artifact proxy, which MLflow
-    # checks against the experiment, so READ on the registered model alone is not enough.
+    # Model artifacts come through the artifact proxy, which MLflow checks against the
+    # experiment: READ on the registered model alone is not enough to download.
     auth.grant_user_permission(READER[0], "registered_model", MODEL_NAME, "READ")
     auth.grant_user_permission(READER[0], "experiment", experiment_id, "READ")

@@ -29,7 +29,9 @@ def uri_forms(fx: TrackingFixture) -> dict[str, str]:
         "alias": f"models:/{MODEL_NAME}@champion",
         "logged-model": f"models:/{fx.model_id}",
         "run": f"runs:/{fx.run_id}/model",
-        "artifacts": f"mlflow-artifacts:/{fx.experiment_id}/models/{fx.model_id}/artifacts",
+        "artifacts": (
+            f"mlflow-artifacts:/{fx.experiment_id}/models/{fx.model_id}/artifacts"
+        ),
         "version-source": fx.version_source,
     }
 
@@ -199,7 +201,8 @@ def test_valid_uris(uri: str) -> None:
             {
                 "error_code": "INVALID_PARAMETER_VALUE",
                 "http_status": 400,
-                "message": "INVALID_PARAMETER_VALUE: Registered model alias x not found.",
+                "message": "INVALID_PARAMETER_VALUE: Registered model alias x "
+                "not found.",
             },
             NotFound,
         ),

@@ -50,7 +50,7 @@ class DeployService:
         tracking_url: str,
         auth_url: Callable[[str], str],
         publish: Callable[[Sequence[DeploymentRoute]], None],
-        wait_routed: Callable[[str], bool],
+        wait_routed: Callable[[str, bool], bool],
         deploy_timeout: float,
         auth_cache: RouteAuthCache,
     ) -> None:
@@ -188,8 +188,12 @@ class DeployService:
             deployment = self._visible_deployment(session, principal, server_name, name)
             deployment_id = deployment.id
             runtime = self.runtimes.get(deployment.deploy_server.runtime)
+            was_routed = deployment.status in SERVING_STATUSES
             session.delete(deployment)
         self.publish_routes()
+        # The route goes first, so no request reaches a server that is stopping.
+        if was_routed:
+            self._wait_routed(f"/deploy/{server_name}/{name}/ping", False)
         if runtime is not None:
             runtime.stop(deployment_id)
         self.auth_cache.forget(deployment_id)
@@ -376,7 +380,7 @@ class DeployService:
             path = f"/deploy/{deployment.deploy_server.name}/{deployment.name}/ping"
         # Traefik loads the rewritten file a moment later; callers are told the URL
         # works only once it does.
-        if not self._wait_routed(path):
+        if not self._wait_routed(path, True):
             logger.warning("route %s not served by traefik yet", path)
 
     def _discard(self, deployment_id: str, workdir: Path) -> None:

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
 
 
 def download(model_uri: str, dest: Path) -> Path:
-    """Download into ``dest/.download``, then move the folder holding MLmodel to dest."""
+    """Download to ``dest/.download``, then move the MLmodel folder's files to dest."""
     import mlflow.artifacts
 
     staging = dest / _STAGING
@@ -98,9 +98,10 @@ def _mlflow_code(exc: Exception) -> tuple[str | None, int | None]:
     from mlflow.exceptions import MlflowException
 
     if isinstance(exc, MlflowException):
-        return exc.error_code, exc.get_http_status_code()
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+        mlflow_status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
+        return exc.error_code, mlflow_status
+    # requests' HTTPError from artifact downloads carries the server's answer.
+    status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(status, int):
         return f"HTTP_{status}", status
     return None, None

@@ -161,14 +161,14 @@ def _run_child(
 
 
 def _parse_child_output(
-    done: "subprocess.CompletedProcess[str]",
+    done: subprocess.CompletedProcess[str],
     model_uri: str,
     username: str,
     password: str,
 ) -> dict[str, Any]:
     for line in reversed(done.stdout.splitlines()):
-        if line.startswith("{"):
-            payload: dict[str, Any] = json.loads(line)
+        payload = _json_object(line)
+        if payload is not None:
             message = payload.get("message")
             if isinstance(message, str):
                 payload["message"] = scrub(message, username, password)
@@ -179,6 +179,17 @@ def _parse_child_output(
         f"fetching model '{model_uri}' failed: the fetch process exited with code "
         f"{done.returncode} ({last})"
     )
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    # MLflow or a model flavor may print to stdout too; the report is the last object.
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) and "ok" in value else None
 
 
 def _error_for(

@@ -54,7 +54,7 @@ def check_requirements(model_dir: Path) -> RequirementsReport:
 
 
 def ensure_satisfied(model_dir: Path) -> list[str]:
-    """Raise ``InvalidInput`` if a required package is missing; return the mismatches."""
+    """Raise ``InvalidInput`` if a package is missing; return the version mismatches."""
     report = check_requirements(model_dir)
     if report.missing:
         names = ", ".join(Requirement(spec).name for spec in report.missing)

@@ -13,6 +13,7 @@ its environment: never argv (visible in ``ps``), never the ini file, never a log
 """
 
 import configparser
+import contextlib
 import logging
 import os
 import secrets
@@ -20,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,7 +72,7 @@ class TrackingServer:
             raise ValueError(f"default_permission must be one of {PERMISSIONS}")
         if workers not in (1, 2):
             raise ValueError("workers must be 1 or 2")
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port
         self.admin_username = admin_username
         self.default_permission = default_permission
@@ -144,7 +144,7 @@ class TrackingServer:
             config.write(fh)
         return self.auth_config_path
 
-    def start(self, log_file: Path) -> "subprocess.Popen[bytes]":
+    def start(self, log_file: Path) -> subprocess.Popen[bytes]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "artifacts").mkdir(exist_ok=True)
         self.write_auth_config()
@@ -180,14 +180,14 @@ class TrackingServer:
                     return elapsed
                 if time.monotonic() - started > timeout:
                     raise StartupError(
-                        f"the tracking server did not answer /health within {timeout:.0f}s"
-                        f"; last log lines:\n{self._log_tail()}"
+                        "the tracking server did not answer /health within "
+                        f"{timeout:.0f}s; last log lines:\n{self._log_tail()}"
                     )
                 time.sleep(delay)
                 delay = min(delay * 1.5, 1.0)
 
     def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
-        """Terminate the whole process group (mlflow CLI + uvicorn workers), then kill."""
+        """Terminate the process group (mlflow CLI + uvicorn workers), then kill it."""
         proc = self.process
         if proc is None or proc.poll() is not None:
             return
@@ -258,7 +258,5 @@ def _is_healthy(client: httpx.Client, url: str) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
