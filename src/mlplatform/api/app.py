@@ -1,6 +1,7 @@
 """The FastAPI application of the platform API (the deploy-server control plane)."""
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -122,8 +123,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get(f"{API_PREFIX}/health", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    def health() -> dict[str, str | int]:
+        return {"status": "ok", "version": __version__, "pid": os.getpid()}
 
     app.include_router(deploy.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
