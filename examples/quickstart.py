@@ -3,6 +3,7 @@
 Run after `eval "$(mlplatform env)"`; it uses only those environment variables.
 """
 
+import contextlib
 import os
 import secrets
 import sys
@@ -49,14 +50,10 @@ def train_and_register() -> tuple[RandomForestClassifier, object, str]:
 
 def deploy(model_uri: str, auth: str) -> dict[str, object]:
     client = MLPlatform(refresh_token=os.getenv("REFRESH_TOKEN"))
-    try:
+    with contextlib.suppress(ConflictError):  # created by an earlier run
         client.create_endpoint_standalone(name=DEPLOY_SERVER)
-    except ConflictError:
-        pass  # created by an earlier run
-    try:
+    with contextlib.suppress(NotFoundError):
         client.delete_deployment(DEPLOY_SERVER, DEPLOYMENT)
-    except NotFoundError:
-        pass
     return client.create_deployment_standalone(
         DEPLOY_SERVER, DEPLOYMENT, model_uri, auth=auth
     )

@@ -1,8 +1,8 @@
 """Real models for the tests: trained on datasets that ship with scikit-learn."""
 
 import shutil
-from collections.abc import Callable
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 

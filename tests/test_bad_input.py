@@ -7,9 +7,8 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from conftest import RunningPlatform
-from models import RegisteredModel, log_altered_model, register_iris
 
+from conftest import RunningPlatform
 from mlplatform_client import (
     AuthenticationError,
     ConflictError,
@@ -19,6 +18,7 @@ from mlplatform_client import (
     PermissionDeniedError,
     ValidationError,
 )
+from models import RegisteredModel, log_altered_model, register_iris
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,16 @@ def test_unknown_model_is_404_with_uri_and_nothing_left(
 def test_wrong_mlflow_credentials_are_401(
     platform: RunningPlatform, iris: RegisteredModel
 ) -> None:
-    with MLPlatform(
-        platform.env["REFRESH_TOKEN"],
-        url=platform.url,
-        tracking_username=platform.env["MLFLOW_TRACKING_USERNAME"],
-        tracking_password="not-the-password",
-    ) as mlp:
-        with pytest.raises(AuthenticationError) as caught:
-            mlp.create_deployment_standalone(SERVER, "creds", iris.source)
+    with (
+        MLPlatform(
+            platform.env["REFRESH_TOKEN"],
+            url=platform.url,
+            tracking_username=platform.env["MLFLOW_TRACKING_USERNAME"],
+            tracking_password="not-the-password",
+        ) as mlp,
+        pytest.raises(AuthenticationError) as caught,
+    ):
+        mlp.create_deployment_standalone(SERVER, "creds", iris.source)
     assert "not-the-password" not in str(caught.value)
 
 

@@ -1,4 +1,4 @@
-"""End to end: deploy registered models through the platform and call them via Traefik."""
+"""End to end: deploy registered models and call them through Traefik."""
 
 import os
 from collections.abc import Iterator
@@ -6,10 +6,10 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from conftest import RunningPlatform
-from models import RegisteredModel, register_iris
 
+from conftest import RunningPlatform
 from mlplatform_client import MLPlatform
+from models import RegisteredModel, register_iris
 
 pytestmark = pytest.mark.integration
 

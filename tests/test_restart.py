@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import RunningPlatform, run_cli
-from models import RegisteredModel, register_iris
 
+from conftest import RunningPlatform, run_cli
 from mlplatform.proxy import poll_with_backoff
 from mlplatform.supervisor import read_state
 from mlplatform_client import MLPlatform
+from models import RegisteredModel, register_iris
 
 pytestmark = pytest.mark.integration
 

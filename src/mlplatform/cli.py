@@ -185,7 +185,7 @@ def _print_summary(
     console.print(f"  admin user          {admin.admin_user}")
     if generated:
         console.print(
-            f"  admin password      {admin.admin_password}  (generated; shown this once)"
+            f"  admin password      {admin.admin_password}  (generated, shown once)"
         )
     console.print(
         f"  credentials         {credentials.credentials_path(home)} (mode 0600)"

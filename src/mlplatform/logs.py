@@ -5,7 +5,7 @@ import os
 
 
 def configure_logging(level: str | None = None) -> None:
-    level = level or os.getenv("MLPLATFORM_LOG_LEVEL", "INFO")
+    level = level or os.getenv("MLPLATFORM_LOG_LEVEL") or "INFO"
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

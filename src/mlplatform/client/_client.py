@@ -101,7 +101,7 @@ class MLPlatform:
     def create_token(
         self, owner: str, name: str, role: str = "user", ttl: str | None = None
     ) -> dict[str, Any]:
-        """Create a platform token for ``owner`` (admin only); the secret is shown once."""
+        """Create a token for ``owner`` (admin only); its secret is shown once."""
         body = {"owner": owner, "name": name, "role": role, "ttl": ttl}
         result: dict[str, Any] = self._call("POST", "/tokens", json=body)
         return result

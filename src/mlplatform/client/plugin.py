@@ -18,9 +18,9 @@ def _server_from_target(target_uri: str) -> str | None:
     return rest.strip("/") or None
 
 
-class MLPlatformDeploymentClient(BaseDeploymentClient):  # type: ignore[misc]
+class MLPlatformDeploymentClient(BaseDeploymentClient):
     def __init__(self, target_uri: str) -> None:
-        super().__init__(target_uri)
+        super().__init__(target_uri)  # type: ignore[no-untyped-call]
         self.default_server = _server_from_target(target_uri)
         self.client = MLPlatform()
 

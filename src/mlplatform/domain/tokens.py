@@ -5,11 +5,10 @@ cannot be guessed, so a slow hash would only slow down every API call.
 """
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import re
 
 from sqlalchemy import select
 
