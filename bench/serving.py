@@ -1,0 +1,730 @@
+"""Serving benchmark (issue 2): a model served directly vs. through the platform.
+
+One run, one machine, one model (a random forest on scikit-learn's wine data), 2-row
+requests and one scoring worker everywhere:
+
+1. start a platform in a temporary MLPLATFORM_HOME (``mlplatform up --detach``) and
+   time ``create_deployment_standalone`` -> first good prediction through Traefik;
+2. serve the same model with ``mlflow models serve`` on its own port;
+3. load all three routes with wrk, alternating: (a) the direct server, (b) Traefik
+   with route basic auth (forwardAuth to the platform API), (c) Traefik without auth;
+4. at one connection, take p50(b) - p50(c) as the auth cost and p50(c) - p50(a) as
+   Traefik's own cost;
+5. write raw JSON to bench/results/ and a Markdown section to docs/benchmarks.md.
+
+Everything started here is stopped again, on failure too. Run it with bench/run.sh.
+"""
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import secrets
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pandas as pd
+import sklearn
+from sklearn.datasets import load_wine
+from sklearn.ensemble import RandomForestClassifier
+
+from mlplatform_client import MLPlatform, MLPlatformError
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RESULTS_DIR = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION_START = "<!-- bench/serving.py: start -->"
+SECTION_END = "<!-- bench/serving.py: end -->"
+
+MODEL_NAME = "bench-wine"
+DEPLOY_SERVER = "bench"
+OPEN_DEPLOYMENT = "open"
+ROUTES = {
+    "a": "direct (mlflow models serve)",
+    "b": "Traefik + route auth",
+    "c": "Traefik, no auth",
+}
+THROUGHPUT_GOAL = 0.9
+AUTH_OVERHEAD_GOAL_MS = 2.0
+# Upper bounds that keep every load run short whatever the arguments say.
+MAX_DURATION_S = 120
+MAX_CONNECTIONS = 64
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- processes and polling ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def poll(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Call ``check`` with growing pauses until it is true; raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while not check():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} not ready within {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+def run(
+    command: list[str], env: dict[str, str] | None = None, timeout: float = 600
+) -> str:
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise BenchError(
+            f"{shlex.join(command[:3])} ... exited {result.returncode}:\n"
+            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    return result.stdout
+
+
+def stop_group(process: "subprocess.Popen[bytes]") -> None:
+    """Terminate the process group ``process`` leads, then kill what is left."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+# -- the platform -------------------------------------------------------------
+
+
+def platform_env(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_TRACKING_", "MLPLATFORM_", "REFRESH_TOKEN"))
+    }
+    env["MLPLATFORM_HOME"] = str(home)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def parse_env(output: str) -> dict[str, str]:
+    values = {}
+    for line in output.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        values[name] = shlex.split(value)[0]
+    return values
+
+
+def start_platform(home: Path, stack: ExitStack) -> dict[str, str]:
+    """``mlplatform up --detach`` in ``home``; returns what ``mlplatform env`` says."""
+    env = platform_env(home)
+    mlplatform = str(BIN / "mlplatform")
+    password = "Bench-" + secrets.token_urlsafe(12)
+    # Registered before `up`: a half-started platform is stopped as well.
+    stack.callback(subprocess.run, [mlplatform, "down"], env=env, timeout=120)
+    port = str(free_port())
+    command = [mlplatform, "up", "--detach", "--port", port]
+    run([*command, "--admin-password", password], env=env)
+    return parse_env(run([mlplatform, "env"], env=env))
+
+
+# -- the model ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    uri: str
+    sample: pd.DataFrame  # the two rows every request sends
+    expected: list[int]  # model.predict(sample)
+
+    def body(self) -> str:
+        split = self.sample.to_dict(orient="split", index=False)
+        return json.dumps({"dataframe_split": split})
+
+
+def register_model() -> Model:
+    data = load_wine(as_frame=True)
+    model = RandomForestClassifier(n_estimators=100, random_state=0)
+    model.fit(data.data, data.target)
+    sample = data.data.iloc[[0, 100]]
+    mlflow.set_experiment("bench-serving")
+    with mlflow.start_run(run_name="random-forest"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=MODEL_NAME,
+            input_example=sample,
+            # MLflow 3.17 loads forests with skops, which trusts no tree by default.
+            skops_trusted_types=["sklearn.tree._tree.Tree"],
+        )
+    uri = f"models:/{MODEL_NAME}/{info.registered_model_version}"
+    return Model(uri, sample, [int(x) for x in model.predict(sample)])
+
+
+# -- deployments --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployTiming:
+    deployment: str
+    created_s: float  # create_deployment_standalone returned
+    first_prediction_s: float  # the first correct prediction through Traefik
+
+
+def predicts(client: MLPlatform, name: str, auth: str | None, model: Model) -> bool:
+    try:
+        served = client.predict_model(model.sample, DEPLOY_SERVER, name, auth=auth)
+    except MLPlatformError:
+        return False
+    return [int(x) for x in served["predictions"]] == model.expected
+
+
+def time_deployment(
+    client: MLPlatform, name: str, model: Model, auth: str | None
+) -> DeployTiming:
+    started = time.perf_counter()
+    client.create_deployment_standalone(DEPLOY_SERVER, name, model.uri, auth=auth)
+    created = time.perf_counter() - started
+    poll(lambda: predicts(client, name, auth, model), 120, f"deployment {name}")
+    return DeployTiming(name, created, time.perf_counter() - started)
+
+
+def deploy_all(
+    client: MLPlatform, model: Model, auth: str, repeats: int
+) -> tuple[list[DeployTiming], str]:
+    """Time ``repeats`` protected deployments, keep the last, add an open one."""
+    client.create_endpoint_standalone(DEPLOY_SERVER)
+    timings = []
+    for index in range(1, repeats + 1):
+        name = f"auth-{index}"
+        timings.append(time_deployment(client, name, model, auth))
+        print(f"deployment {name}: first prediction after "
+              f"{timings[-1].first_prediction_s:.2f} s", flush=True)  # fmt: skip
+        if index < repeats:
+            client.delete_deployment(DEPLOY_SERVER, name)
+    time_deployment(client, OPEN_DEPLOYMENT, model, None)
+    return timings, timings[-1].deployment
+
+
+# -- the direct server --------------------------------------------------------
+
+
+def ping(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ping", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_direct_server(model: Model, workdir: Path, stack: ExitStack) -> str:
+    """``mlflow models serve`` of a downloaded copy of the model; returns its URL."""
+    model_dir = mlflow.artifacts.download_artifacts(
+        artifact_uri=model.uri, dst_path=str(workdir / "model")
+    )
+    port = free_port()
+    command = [
+        str(BIN / "mlflow"), "models", "serve", "-m", model_dir,
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1",
+    ]  # fmt: skip
+    env = platform_env(workdir)  # no tracking credentials: it serves a local folder
+    with (workdir / "direct-server.log").open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack.callback(stop_group, process)
+    url = f"http://127.0.0.1:{port}"
+    poll(lambda: process.poll() is None and ping(url), 180, "direct server")
+    return url
+
+
+# -- load with wrk ------------------------------------------------------------
+
+# done() prints one JSON line, so no parsing of wrk's human-readable report.
+LUA_TEMPLATE = """\
+wrk.method = "POST"
+wrk.body = [==[BODY]==]
+wrk.headers["Content-Type"] = "application/json"
+HEADERS
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_JSON {\\"requests\\": %d, \\"duration_us\\": %d, \\"non_2xx\\": %d, " ..
+    "\\"socket_errors\\": %d, \\"mean_us\\": %.1f, \\"p50_us\\": %d, " ..
+    "\\"p90_us\\": %d, \\"p99_us\\": %d, \\"max_us\\": %d}\\n",
+    summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency.mean,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    url: str  # of /invocations
+    auth: str | None  # "user:password" for route basic auth
+
+    def lua(self, body: str) -> str:
+        headers = ""
+        if self.auth is not None:
+            token = base64.b64encode(self.auth.encode()).decode()
+            headers = f'wrk.headers["Authorization"] = "Basic {token}"'
+        return LUA_TEMPLATE.replace("BODY", body).replace("HEADERS", headers)
+
+
+@dataclass(frozen=True)
+class Load:
+    threads: int
+    connections: int
+    duration_s: int
+    warmup_s: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.duration_s <= MAX_DURATION_S or self.warmup_s > MAX_DURATION_S:
+            raise BenchError(f"durations must be 1..{MAX_DURATION_S} s")
+        if not 0 < self.threads <= self.connections <= MAX_CONNECTIONS:
+            raise BenchError(f"need 0 < threads <= connections <= {MAX_CONNECTIONS}")
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    route: str
+    round: int
+    requests: int
+    requests_per_s: float
+    non_2xx: int
+    socket_errors: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def wrk(target: Target, script: Path, load: Load, seconds: int) -> dict[str, Any]:
+    command = [
+        "wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{seconds}s",
+        "--timeout", "10s", "--latency", "-s", str(script), target.url,
+    ]  # fmt: skip
+    output = run(command, timeout=seconds + 60)
+    match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
+    if match is None:
+        raise BenchError(f"no result line in wrk output:\n{output}")
+    result: dict[str, Any] = json.loads(match.group(1))
+    return result
+
+
+def measure_once(target: Target, script: Path, load: Load, round_number: int) -> WrkRun:
+    if load.warmup_s:
+        wrk(target, script, load, load.warmup_s)
+    raw = wrk(target, script, load, load.duration_s)
+    run_ = WrkRun(
+        route=target.key,
+        round=round_number,
+        requests=raw["requests"],
+        requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
+        non_2xx=raw["non_2xx"],
+        socket_errors=raw["socket_errors"],
+        mean_ms=raw["mean_us"] / 1000,
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+    )
+    print(f"  {load.connections} conn, route {target.key} round {round_number}: "
+          f"{run_.requests_per_s:.0f} req/s, p50 {run_.p50_ms:.2f} ms, "
+          f"p99 {run_.p99_ms:.2f} ms, errors {run_.non_2xx + run_.socket_errors}",
+          flush=True)  # fmt: skip
+    return run_
+
+
+def measure(
+    targets: list[Target], scripts: dict[str, Path], load: Load, rounds: int
+) -> list[WrkRun]:
+    """Alternate the routes (a, b, c, a, b, c, ...) so drift hits them alike."""
+    return [
+        measure_once(target, scripts[target.key], load, round_number)
+        for round_number in range(1, rounds + 1)
+        for target in targets
+    ]
+
+
+def write_scripts(targets: list[Target], body: str, workdir: Path) -> dict[str, Path]:
+    scripts = {}
+    for target in targets:
+        path = workdir / f"route-{target.key}.lua"
+        path.write_text(target.lua(body))
+        scripts[target.key] = path
+    return scripts
+
+
+def check_targets(targets: list[Target], model: Model) -> None:
+    """Each route predicts correctly; the protected one refuses a missing password."""
+    body = model.body()
+    headers = {"Content-Type": "application/json"}
+    for target in targets:
+        auth = tuple(target.auth.split(":", 1)) if target.auth else None
+        response = httpx.post(
+            target.url, content=body, headers=headers, auth=auth, timeout=30
+        )
+        response.raise_for_status()
+        if [int(x) for x in response.json()["predictions"]] != model.expected:
+            raise BenchError(f"route {target.key} predicts wrongly")
+        if auth is not None:
+            refused = httpx.post(target.url, content=body, headers=headers)
+            if refused.status_code != 401:
+                raise BenchError(f"route {target.key} answers without auth")
+
+
+# -- summary ------------------------------------------------------------------
+
+
+@dataclass
+class RouteSummary:
+    route: str
+    rps_best: float
+    rps_median: float
+    p50_ms_median: float
+    p99_ms_median: float
+    p50_ms_best: float
+    errors: int
+
+
+def summarise(runs: list[WrkRun]) -> dict[str, RouteSummary]:
+    summaries = {}
+    for key in ROUTES:
+        mine = [r for r in runs if r.route == key]
+        summaries[key] = RouteSummary(
+            route=key,
+            rps_best=max(r.requests_per_s for r in mine),
+            rps_median=statistics.median(r.requests_per_s for r in mine),
+            p50_ms_median=statistics.median(r.p50_ms for r in mine),
+            p99_ms_median=statistics.median(r.p99_ms for r in mine),
+            p50_ms_best=min(r.p50_ms for r in mine),
+            errors=sum(r.non_2xx + r.socket_errors for r in mine),
+        )
+    return summaries
+
+
+@dataclass
+class Results:
+    started_at: str
+    machine: dict[str, str]
+    versions: dict[str, str]
+    settings: dict[str, Any]
+    deploy_timings: list[DeployTiming] = field(default_factory=list)
+    throughput_runs: list[WrkRun] = field(default_factory=list)
+    latency_runs: list[WrkRun] = field(default_factory=list)
+
+    def throughput(self) -> dict[str, RouteSummary]:
+        return summarise(self.throughput_runs)
+
+    def latency(self) -> dict[str, RouteSummary]:
+        return summarise(self.latency_runs)
+
+    def derived(self) -> dict[str, float]:
+        heavy, light = self.throughput(), self.latency()
+        seconds = [t.first_prediction_s for t in self.deploy_timings]
+        return {
+            "throughput_ratio_b_a_median": heavy["b"].rps_median
+            / heavy["a"].rps_median,
+            "throughput_ratio_b_a_best": heavy["b"].rps_best / heavy["a"].rps_best,
+            "throughput_ratio_c_a_median": heavy["c"].rps_median
+            / heavy["a"].rps_median,
+            "auth_overhead_p50_ms": light["b"].p50_ms_median - light["c"].p50_ms_median,
+            "traefik_overhead_p50_ms": light["c"].p50_ms_median
+            - light["a"].p50_ms_median,
+            "deploy_to_first_prediction_median_s": statistics.median(seconds),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = {
+            "throughput": {k: asdict(v) for k, v in self.throughput().items()},
+            "low_load": {k: asdict(v) for k, v in self.latency().items()},
+            **self.derived(),
+        }
+        return data
+
+
+# -- machine and versions -----------------------------------------------------
+
+
+def command_output(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({type(exc).__name__})"
+    return (result.stdout or result.stderr).strip()
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown"
+
+
+def machine() -> dict[str, str]:
+    memory = command_output(["free", "-h"]).splitlines()
+    return {
+        "nproc": command_output(["nproc"]),
+        "memory": next((line for line in memory if line.startswith("Mem:")), "?"),
+        "arch": command_output(["uname", "-m"]),
+        "cpu": cpu_model(),
+        "kernel": command_output(["uname", "-r"]),
+    }
+
+
+def versions() -> dict[str, str]:
+    traefik = command_output([str(BIN / "traefik"), "version"])
+    wrk_version = command_output(["wrk", "-v"]).splitlines()
+    return {
+        "python": platform.python_version(),
+        "mlflow": mlflow.__version__,
+        "scikit-learn": sklearn.__version__,
+        "traefik": " ".join(traefik.split()[:2]) if traefik else "?",
+        "wrk": wrk_version[0] if wrk_version else "?",
+    }
+
+
+# -- report -------------------------------------------------------------------
+
+
+def _row(label: str, summary: RouteSummary) -> str:
+    return (
+        f"| {label} | {summary.rps_median:.0f} | {summary.rps_best:.0f} "
+        f"| {summary.p50_ms_median:.2f} | {summary.p99_ms_median:.2f} "
+        f"| {summary.errors} |"
+    )
+
+
+def _table(summaries: dict[str, RouteSummary]) -> list[str]:
+    head = [
+        "| route | req/s (median) | req/s (best) | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    return head + [_row(f"({k}) {ROUTES[k]}", summaries[k]) for k in ROUTES]
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _goals(results: Results) -> list[str]:
+    derived = results.derived()
+    ratio = derived["throughput_ratio_b_a_median"]
+    auth = derived["auth_overhead_p50_ms"]
+    deploys = ", ".join(f"{t.first_prediction_s:.2f}" for t in results.deploy_timings)
+    return [
+        "| measure | value | goal |",
+        "|---|---:|---|",
+        f"| throughput ratio b/a (median; best {derived['throughput_ratio_b_a_best']:.2f})"
+        f" | {ratio:.2f} | >= {THROUGHPUT_GOAL} {_verdict(ratio >= THROUGHPUT_GOAL)} |",
+        f"| throughput ratio c/a (median) | {derived['throughput_ratio_c_a_median']:.2f}"
+        " | - |",
+        f"| auth overhead p50, b - c at 1 connection | {auth:.2f} ms"
+        f" | < {AUTH_OVERHEAD_GOAL_MS} ms {_verdict(auth < AUTH_OVERHEAD_GOAL_MS)} |",
+        f"| Traefik overhead p50, c - a at 1 connection"
+        f" | {derived['traefik_overhead_p50_ms']:.2f} ms | - |",
+        f"| deploy call -> first prediction (median of {deploys} s)"
+        f" | {derived['deploy_to_first_prediction_median_s']:.2f} s | - |",
+    ]
+
+
+def _header(results: Results) -> list[str]:
+    m, v, s = results.machine, results.versions, results.settings
+    heavy, light = s["throughput_load"], s["low_load"]
+    return [
+        "## Serving: direct vs. Traefik vs. Traefik + route auth",
+        "",
+        f"Measured {results.started_at} by `bench/serving.py`. Reproduce with "
+        "`bench/run.sh` (installs wrk when missing; takes about 8 minutes).",
+        "",
+        f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['arch']}, "
+        f"kernel {m['kernel']}; `free -h`: `{m['memory']}`",
+        f"- versions: Python {v['python']}, MLflow {v['mlflow']}, scikit-learn "
+        f"{v['scikit-learn']}, {v['traefik']}, {v['wrk']}",
+        "- model: RandomForestClassifier(n_estimators=100) on `load_wine`, "
+        "2-row `dataframe_split` requests, 1 scoring worker on every route",
+        f"- load: wrk -t{heavy['threads']} -c{heavy['connections']} "
+        f"-d{heavy['duration_s']}s after a {heavy['warmup_s']} s warm-up, routes "
+        f"alternated a, b, c x {s['rounds']}; low load: -t{light['threads']} "
+        f"-c{light['connections']} -d{light['duration_s']}s, same scheme",
+        "- caveat: wrk, Traefik, the platform API and the model server share the "
+        f"same {m['nproc']} CPUs, so the load generator competes with the servers; "
+        "absolute numbers are low and only the ratios between routes carry over.",
+    ]
+
+
+def render(results: Results) -> str:
+    lines = [
+        SECTION_START,
+        *_header(results),
+        "",
+        f"### Throughput ({results.settings['throughput_load']['connections']} "
+        "connections)",
+        "",
+        *_table(results.throughput()),
+        "",
+        f"### Low load ({results.settings['low_load']['connections']} connection)",
+        "",
+        *_table(results.latency()),
+        "",
+        "### Against the goals",
+        "",
+        *_goals(results),
+        SECTION_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(section: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md, keep the rest."""
+    if DOC.exists():
+        text = DOC.read_text()
+    else:
+        text = "# Benchmarks\n\nSpeed goals are measured here, never in tests.\n\n"
+    pattern = re.compile(
+        re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END) + r"\n?", re.DOTALL
+    )
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def write_json(results: Results) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = results.started_at.replace(":", "").replace("-", "")
+    path = RESULTS_DIR / f"serving-{stamp}.json"
+    path.write_text(json.dumps(results.to_json(), indent=2) + "\n")
+    return path
+
+
+# -- the run ------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per run")
+    parser.add_argument("--low-duration", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=5, help="seconds before each run")
+    parser.add_argument("--rounds", type=int, default=2, help="a,b,c repetitions")
+    parser.add_argument("--deploy-repeats", type=int, default=3)
+    parser.add_argument("--no-doc", action="store_true", help="skip docs/benchmarks.md")
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def routes(
+    platform_url: str, direct_url: str, auth_deployment: str, auth: str
+) -> list[Target]:
+    deploy = f"{platform_url}/deploy/{DEPLOY_SERVER}"
+    return [
+        Target("a", f"{direct_url}/invocations", None),
+        Target("b", f"{deploy}/{auth_deployment}/invocations", auth),
+        Target("c", f"{deploy}/{OPEN_DEPLOYMENT}/invocations", None),
+    ]
+
+
+def benchmark(args: argparse.Namespace, results: Results, workdir: Path) -> None:
+    heavy = Load(args.threads, args.connections, args.duration, args.warmup)
+    light = Load(1, 1, args.low_duration, args.warmup)
+    results.settings = {
+        "throughput_load": asdict(heavy), "low_load": asdict(light),
+        "rounds": args.rounds, "deploy_repeats": args.deploy_repeats,
+    }  # fmt: skip
+    with ExitStack() as stack:
+        print("starting the platform", flush=True)
+        env = start_platform(workdir / "home", stack)
+        stack.enter_context(environment(env))
+        model = register_model()
+        auth = f"bench:{secrets.token_urlsafe(12)}"
+        with MLPlatform() as client:
+            timings, auth_deployment = deploy_all(
+                client, model, auth, args.deploy_repeats
+            )
+        results.deploy_timings = timings
+        direct_url = start_direct_server(model, workdir, stack)
+        targets = routes(env["MLPLATFORM_URL"], direct_url, auth_deployment, auth)
+        check_targets(targets, model)
+        scripts = write_scripts(targets, model.body(), workdir)
+        print("throughput runs", flush=True)
+        results.throughput_runs = measure(targets, scripts, heavy, args.rounds)
+        print("low-load runs", flush=True)
+        results.latency_runs = measure(targets, scripts, light, args.rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    results = Results(started, machine(), versions(), {})
+    with tempfile.TemporaryDirectory(prefix="mlplatform-bench-") as tmp:
+        try:
+            benchmark(args, results, Path(tmp))
+        except (BenchError, MLPlatformError, subprocess.SubprocessError) as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
+    print(f"raw results: {write_json(results)}")
+    section = render(results)
+    if not args.no_doc:
+        write_doc(section)
+        print(f"wrote {DOC}")
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
