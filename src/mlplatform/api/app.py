@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.responses import PlainTextResponse, Response
@@ -90,7 +91,10 @@ def _route_auth(platform: Platform) -> Route:
     async def check(request: Request) -> Response:
         deployment_id = request.path_params["deployment_id"]
         header = request.headers.get("authorization")
-        if platform.deploys.check_route_auth(deployment_id, header):
+        deploys = platform.deploys
+        if deploys.route_auth_cached(deployment_id, header) or await run_in_threadpool(
+            deploys.check_route_auth, deployment_id, header
+        ):
             return PlainTextResponse("ok")
         return PlainTextResponse(
             "unauthorized",

@@ -242,6 +242,12 @@ class DeployService:
             self._route_secrets = secrets
             self._publish(routes)
 
+    def route_auth_cached(self, deployment_id: str, header: str | None) -> bool:
+        """The cheap half of ``check_route_auth``: a header verified recently."""
+        return deployment_id in self._route_secrets and self.auth_cache.cached(
+            deployment_id, header
+        )
+
     def check_route_auth(self, deployment_id: str, header: str | None) -> bool:
         secret = self._route_secrets.get(deployment_id)
         if secret is None:

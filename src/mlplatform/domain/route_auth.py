@@ -44,26 +44,35 @@ class RouteAuthCache:
         message = f"{deployment_id}\0{header}".encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def check(
-        self, deployment_id: str, header: str | None, user: str, password_hash: str
-    ) -> bool:
-        """True if ``header`` carries ``user`` and the password of ``password_hash``."""
+    def cached(self, deployment_id: str, header: str | None) -> bool:
+        """True if ``header`` verified for this deployment within the last ``ttl``."""
         if header is None:
             return False
         digest = self._digest(deployment_id, header)
-        now = time.monotonic()
         with self._lock:
             expiry = self._verified.get(deployment_id, {}).get(digest)
-        if expiry is not None and expiry > now:
-            return True
+        return expiry is not None and expiry > time.monotonic()
 
+    def check(
+        self, deployment_id: str, header: str | None, user: str, password_hash: str
+    ) -> bool:
+        """True if ``header`` carries ``user`` and the password of ``password_hash``.
+
+        Costs one bcrypt check unless ``cached``; call it off the event loop.
+        """
+        if header is None:
+            return False
+        if self.cached(deployment_id, header):
+            return True
         credentials = parse_basic_header(header)
         if credentials is None or not hmac.compare_digest(credentials[0], user):
             return False
         if not bcrypt.checkpw(credentials[1].encode(), password_hash.encode()):
             return False
+        digest = self._digest(deployment_id, header)
         with self._lock:
-            self._verified.setdefault(deployment_id, {})[digest] = now + self.ttl
+            entries = self._verified.setdefault(deployment_id, {})
+            entries[digest] = time.monotonic() + self.ttl
         return True
 
     def forget(self, deployment_id: str) -> None:
