@@ -17,4 +17,8 @@ def get_runtime(
         from mlplatform.runtimes.process import ProcessRuntime
 
         return ProcessRuntime(state_dir, on_status=on_status)
-    raise InvalidInput(f"unknown runtime {name!r}; known runtimes: process")
+    if name == "docker":
+        from mlplatform.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(state_dir, on_status=on_status)
+    raise InvalidInput(f"unknown runtime {name!r}; known runtimes: process, docker")

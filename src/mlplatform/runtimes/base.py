@@ -7,8 +7,8 @@ database rows; a runtime only owns what runs. It is told everything it needs in 
 """
 
 import abc
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlplatform.errors import PlatformError
@@ -28,6 +28,13 @@ class ServingSpec:
     deployment_id: str  # stable id, used to name logs and to find the server again
     model_dir: Path  # local folder holding the MLmodel file
     workers: int = 1
+    # Extra metadata a runtime may attach to what it runs (the docker runtime turns it
+    # into container labels: deploy server, deployment name, model URI). Left out of
+    # the hash so that a spec stays hashable.
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    size: str = (
+        "mid"  # resource tier: low / mid / high; ignored by runtimes without limits
+    )
 
 
 @dataclass(frozen=True)
