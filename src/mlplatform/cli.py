@@ -42,6 +42,14 @@ app.add_typer(endpoint_app, name="endpoint")
 token_app = typer.Typer(help="Platform API tokens.", no_args_is_help=True)
 app.add_typer(deployment_app, name="deployment")
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(
+    help="Users of the tracking server (admin only).", no_args_is_help=True
+)
+permission_app = typer.Typer(
+    help="Access of users to experiments and registered models.", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+app.add_typer(permission_app, name="permission")
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
@@ -441,6 +449,107 @@ def token_revoke(token_id: str) -> None:
     """Revoke a token; it stops working at once."""
     _run(lambda c: c.delete_token(token_id))
     console.print(f"token {token_id} revoked")
+
+
+@token_app.command("register")
+def token_register(
+    role: Annotated[str, typer.Option(help="user or admin")] = "user",
+    ttl: Annotated[str, typer.Option(help="How long it may be used, e.g. 1d")] = "1d",
+) -> None:
+    """Create a single-use register token to hand to a new user (printed once)."""
+    created = _run(lambda c: c.create_register_token(role, ttl))
+    typer.echo(created["token"])
+
+
+@token_app.command("exchange")
+def token_exchange(
+    register_token: Annotated[str, typer.Argument(envvar="MLPLATFORM_REGISTER_TOKEN")],
+    name: Annotated[str, typer.Option(help="What the new token is for.")] = "cli",
+) -> None:
+    """Spend a register token for your own token (uses your MLflow credentials)."""
+    with errors_to_exit(), MLPlatform(refresh_token="unused") as client:
+        typer.echo(client.create_refresh_token(register_token, name)["token"])
+
+
+@user_app.command("create")
+def user_create(
+    username: str,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True,
+            envvar="MLPLATFORM_USER_PASSWORD",
+            help="At least 12 characters; asked for when not given.",
+        ),
+    ],
+) -> None:  # fmt: skip
+    """Create a user in the tracking server's auth store."""
+    _run(lambda c: c.create_user(username, password))
+    console.print(f"user {username} created")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users."""
+    users = _run(lambda c: c.list_users())
+    table = Table("user", "admin")
+    for user in users:
+        table.add_row(user["username"], "yes" if user["is_admin"] else "no")
+    console.print(table)
+
+
+@user_app.command("delete")
+def user_delete(username: str) -> None:
+    """Delete a user; their tokens stop working at once."""
+    _run(lambda c: c.delete_user(username))
+    console.print(f"user {username} deleted")
+
+
+ExperimentOpt = Annotated[
+    str | None, typer.Option("--experiment", help="Experiment name or id.")
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Registered model name.")]
+
+
+@permission_app.command("grant")
+def permission_grant(
+    username: str,
+    permission: Annotated[str, typer.Argument(help="READ, USE, EDIT, MANAGE or DENY")],
+    experiment: ExperimentOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Give a user a permission on one experiment or registered model."""
+    _run(
+        lambda c: c.grant_permission(
+            username, permission, experiment=experiment, registered_model=model
+        )
+    )
+    console.print(f"{permission.upper()} granted to {username}")
+
+
+@permission_app.command("revoke")
+def permission_revoke(
+    username: str, experiment: ExperimentOpt = None, model: ModelOpt = None
+) -> None:
+    """Remove a user's grant on one experiment or registered model."""
+    _run(
+        lambda c: c.revoke_permission(
+            username, experiment=experiment, registered_model=model
+        )
+    )
+    console.print(f"grant of {username} revoked")
+
+
+@permission_app.command("list")
+def permission_list(experiment: ExperimentOpt = None, model: ModelOpt = None) -> None:
+    """Who has which access to one experiment or registered model."""
+    grants = _run(
+        lambda c: c.list_permissions(experiment=experiment, registered_model=model)
+    )
+    table = Table("user", "permission")
+    for grant in grants:
+        table.add_row(grant["username"], grant["permission"])
+    console.print(table)
 
 
 def main() -> None:

@@ -34,14 +34,15 @@ class AdminCredentials:
         return f"AdminCredentials(admin_user={self.admin_user!r}, ...)"
 
 
-def check_password_policy(password: str) -> None:
+def check_password_policy(password: str, what: str = "the admin password") -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(
-            f"the admin password is too short: use at least {MIN_PASSWORD_LENGTH} "
-            "characters, or leave it unset to have one generated"
+            f"{what} is too short: use at least {MIN_PASSWORD_LENGTH} characters"
         )
-    if password.lower() in KNOWN_DEFAULTS:
-        raise InvalidInput("the admin password is a well-known default; choose another")
+    if password.lower() in KNOWN_DEFAULTS or len(set(password)) < 4:
+        raise InvalidInput(
+            f"{what} is a well-known default or too simple; choose another"
+        )
 
 
 def credentials_path(home: Path) -> Path:

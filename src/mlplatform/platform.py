@@ -7,9 +7,13 @@ from pathlib import Path
 
 import httpx
 
+from mlplatform import credentials
+from mlplatform.domain.access import AccessService
 from mlplatform.domain.deployments import DeployService
+from mlplatform.domain.names import BasicCredentials
 from mlplatform.domain.route_auth import RouteAuthCache
-from mlplatform.domain.tokens import TokenService
+from mlplatform.domain.tokens import IssuedToken, TokenService
+from mlplatform.errors import Unauthenticated, Unavailable
 from mlplatform.proxy import (
     DeploymentRoute,
     Upstream,
@@ -21,6 +25,7 @@ from mlplatform.proxy import (
 from mlplatform.runtimes import Runtime, get_runtime
 from mlplatform.settings import Settings
 from mlplatform.store import Database
+from mlplatform.tracking import verify_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ class Platform:
         self.home = settings.resolved_home()
         self.db = Database(settings.resolved_database_url())
         self.tokens = TokenService(self.db)
+        self.access = AccessService(
+            wiring.tracking_url, self.tokens, self._admin_credentials
+        )
         self.runtimes: dict[str, Runtime] = {}
         self.deploys = DeployService(
             self.db,
@@ -74,6 +82,24 @@ class Platform:
         for runtime in self.runtimes.values():
             runtime.close(stop_servers=stop_servers)
         self.db.close()
+
+    def exchange_register_token(
+        self, register_token: str, basic: tuple[str, str] | None, name: str
+    ) -> IssuedToken:
+        """A user proves who they are to MLflow, then spends a register token."""
+        if basic is None:
+            raise Unauthenticated(
+                "exchanging a register token needs your MLflow credentials "
+                "(Authorization: Basic)"
+            )
+        verify_credentials(self.wiring.tracking_url, *basic)
+        return self.tokens.exchange(register_token, basic[0], name)
+
+    def _admin_credentials(self) -> BasicCredentials:
+        admin = credentials.load(self.home)
+        if admin is None:
+            raise Unavailable(f"no admin credentials in {self.home}")
+        return BasicCredentials(admin.admin_user, admin.admin_password)
 
     def _wait_routed(self, path: str, present: bool) -> bool:
         """Wait until Traefik serves ``path`` (or, with ``present`` false, stops)."""

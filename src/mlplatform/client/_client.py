@@ -110,8 +110,79 @@ class MLPlatform:
         result: list[dict[str, Any]] = self._call("GET", "/tokens")
         return result
 
+    def get_project_tokens_info(self) -> list[dict[str, Any]]:
+        """Your tokens (all tokens for an admin), without their secrets."""
+        return self.list_tokens()
+
     def delete_token(self, token_id: str) -> None:
         self._call("DELETE", f"/tokens/{quote(token_id)}")
+
+    def create_register_token(
+        self, user_role: str = "user", ttl: str | None = None, name: str = "register"
+    ) -> dict[str, Any]:
+        """A single-use invitation (admin only): hand its ``token`` to the new user."""
+        body = {"role": user_role, "ttl": ttl, "name": name}
+        result: dict[str, Any] = self._call("POST", "/tokens/register", json=body)
+        return result
+
+    def create_refresh_token(
+        self, register_token: str, name: str = "refresh"
+    ) -> dict[str, Any]:
+        """Spend a register token for your own token, proving who you are to MLflow.
+
+        The new token becomes this client's token.
+        """
+        body = {"register_token": register_token, "name": name}
+        result: dict[str, Any] = self._call("POST", "/tokens/exchange", json=body)
+        self._token = result["token"]
+        return result
+
+    # -- users and permissions ------------------------------------------------
+
+    def create_user(self, username: str, password: str) -> dict[str, Any]:
+        body = {"username": username, "password": password}
+        result: dict[str, Any] = self._call("POST", "/users", json=body)
+        return result
+
+    def list_users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/users")
+        return result
+
+    def delete_user(self, username: str) -> None:
+        self._call("DELETE", f"/users/{quote(username)}")
+
+    def grant_permission(
+        self,
+        username: str,
+        permission: str,
+        *,
+        experiment: str | None = None,
+        registered_model: str | None = None,
+    ) -> None:
+        """Give ``username`` READ, USE, EDIT, MANAGE or DENY on one resource."""
+        body = _resource(experiment, registered_model)
+        body.update(username=username, permission=permission)
+        self._call("POST", "/permissions", json=body)
+
+    def revoke_permission(
+        self,
+        username: str,
+        *,
+        experiment: str | None = None,
+        registered_model: str | None = None,
+    ) -> None:
+        body = _resource(experiment, registered_model)
+        body["username"] = username
+        self._call("DELETE", "/permissions", json=body)
+
+    def list_permissions(
+        self, *, experiment: str | None = None, registered_model: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Who has which access to one resource (admins and its managers only)."""
+        result: list[dict[str, Any]] = self._call(
+            "GET", "/permissions", params=_resource(experiment, registered_model)
+        )
+        return result
 
     # -- deploy servers (endpoints) -------------------------------------------
 
@@ -316,6 +387,14 @@ class MLPlatform:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
         return None if response.status_code == 204 else response.json()
+
+
+def _resource(experiment: str | None, registered_model: str | None) -> dict[str, str]:
+    if (experiment is None) == (registered_model is None):
+        raise ValidationError("name exactly one of experiment= or registered_model=")
+    if experiment is not None:
+        return {"resource_type": "experiment", "resource": experiment}
+    return {"resource_type": "registered_model", "resource": str(registered_model)}
 
 
 def _message(response: httpx.Response) -> str:

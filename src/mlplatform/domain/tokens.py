@@ -1,4 +1,9 @@
-"""Platform API tokens: random secrets handed out once, kept only as SHA-256 digests.
+"""Platform tokens: random secrets handed out once, kept only as SHA-256 digests.
+
+Access tokens authenticate every call (platform API, and the tracking server through
+its auth hook). Register tokens are single-use invitations: an admin makes one with a
+role and a lifetime, and the user it is handed to exchanges it, while proving who they
+are with their MLflow credentials, for an access token of their own with that role.
 
 A plain digest is enough because a token has 256 bits of entropy: unlike a password it
 cannot be guessed, so a slow hash would only slow down every API call.
@@ -10,13 +15,16 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mlplatform.domain.principals import Principal
 from mlplatform.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from mlplatform.store import Database, Token
 
 TOKEN_PREFIX = "mlp_"
+ACCESS = "access"
+REGISTER = "register"
+DEFAULT_REGISTER_TTL = timedelta(days=1)
 ROLES = ("user", "admin")
 _TTL = re.compile(r"^(\d+)([smhdw])$")
 _TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -43,10 +51,12 @@ class TokenInfo:
     owner: str
     name: str
     role: str
+    kind: str
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked: bool
+    used: bool
 
 
 def digest(secret: str) -> str:
@@ -64,7 +74,12 @@ class TokenService:
         self.db = db
 
     def create(
-        self, owner: str, name: str, role: str, ttl: timedelta | None = None
+        self,
+        owner: str,
+        name: str,
+        role: str,
+        ttl: timedelta | None = None,
+        kind: str = ACCESS,
     ) -> IssuedToken:
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires_at = datetime.now(UTC) + ttl if ttl else None
@@ -72,6 +87,7 @@ class TokenService:
             owner=owner,
             name=name,
             role=role,
+            kind=kind,
             secret_hash=digest(secret),
             expires_at=expires_at,
         )
@@ -89,6 +105,53 @@ class TokenService:
         if not owner or not name:
             raise InvalidInput("a token needs an owner and a name")
         return self.create(owner, name, role, parse_ttl(ttl) if ttl else None)
+
+    def issue_register(
+        self, principal: Principal, role: str, ttl: str | None, name: str
+    ) -> IssuedToken:
+        require_admin(principal, "creating register tokens")
+        if role not in ROLES:
+            raise InvalidInput(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
+        lifetime = parse_ttl(ttl) if ttl else DEFAULT_REGISTER_TTL
+        return self.create(principal.username, name, role, lifetime, kind=REGISTER)
+
+    def exchange(self, register_secret: str, username: str, name: str) -> IssuedToken:
+        """Spend a register token: an access token for ``username`` with its role.
+
+        The caller must already have proved to be ``username`` (MLflow credentials).
+        """
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            # Marking it used in the same UPDATE that checks it makes a race between
+            # two exchanges of one token impossible: one of them updates no row.
+            spent = session.execute(
+                update(Token)
+                .where(
+                    Token.secret_hash == digest(register_secret),
+                    Token.kind == REGISTER,
+                    Token.used_at.is_(None),
+                    Token.revoked_at.is_(None),
+                )
+                .values(used_at=now, last_used_at=now)
+                .returning(Token.role, Token.expires_at)
+            ).first()
+            if spent is None:
+                raise Unauthenticated("invalid, revoked or already used register token")
+            role, expires_at = spent
+            if expires_at is not None and expires_at.replace(tzinfo=UTC) <= now:
+                raise Unauthenticated("the register token has expired")
+        return self.create(username, name, role)
+
+    def revoke_all(self, owner: str) -> int:
+        """Revoke every token of ``owner`` (a deleted user); returns how many."""
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            result = session.execute(
+                update(Token)
+                .where(Token.owner == owner, Token.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def list(self, principal: Principal) -> list[TokenInfo]:
         with self.db.session() as session:
@@ -116,7 +179,9 @@ class TokenService:
         now = datetime.now(UTC)
         with self.db.session() as session:
             token = session.scalar(
-                select(Token).where(Token.secret_hash == digest(secret))
+                select(Token).where(
+                    Token.secret_hash == digest(secret), Token.kind == ACCESS
+                )
             )
             if token is None or token.revoked_at is not None:
                 raise Unauthenticated("invalid or revoked platform token")
@@ -136,8 +201,10 @@ def _info(token: Token) -> TokenInfo:
         owner=token.owner,
         name=token.name,
         role=token.role,
+        kind=token.kind,
         created_at=token.created_at,
         expires_at=token.expires_at,
         last_used_at=token.last_used_at,
         revoked=token.revoked_at is not None,
+        used=token.used_at is not None,
     )

@@ -28,6 +28,10 @@ class Token(Base):
     owner: Mapped[str] = mapped_column(String(256), index=True)
     name: Mapped[str] = mapped_column(String(128))
     role: Mapped[str] = mapped_column(String(16), default="user")
+    # "access": used on every call; "register": single use, exchanged for an access
+    # token by the user it was handed to.
+    kind: Mapped[str] = mapped_column(String(16), default="access")
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
