@@ -295,15 +295,21 @@ end
 @dataclass(frozen=True)
 class Target:
     key: str
-    url: str  # of /invocations
+    url: str  # of the scoring server, without a path
     auth: str | None  # "user:password" for route basic auth
 
-    def lua(self, body: str) -> str:
+    def lua(self, body: str | None) -> str:
+        """POST ``body`` to /invocations, or GET /ping when ``body`` is None."""
         headers = ""
         if self.auth is not None:
             token = base64.b64encode(self.auth.encode()).decode()
             headers = f'wrk.headers["Authorization"] = "Basic {token}"'
-        return LUA_TEMPLATE.replace("BODY", body).replace("HEADERS", headers)
+        script = LUA_TEMPLATE.replace("HEADERS", headers)
+        if body is None:
+            return script.replace('wrk.method = "POST"', 'wrk.method = "GET"').replace(
+                "wrk.body = [==[BODY]==]\n", ""
+            )
+        return script.replace("BODY", body)
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,7 @@ class Load:
 class WrkRun:
     route: str
     round: int
+    load_1m: float  # the machine's load average as the run started
     requests: int
     requests_per_s: float
     non_2xx: int
@@ -336,9 +343,10 @@ class WrkRun:
 
 
 def wrk(target: Target, script: Path, load: Load, seconds: int) -> dict[str, Any]:
+    url = f"{target.url}/{'invocations' if script.stem.endswith('post') else 'ping'}"
     command = [
         "wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{seconds}s",
-        "--timeout", "10s", "--latency", "-s", str(script), target.url,
+        "--timeout", "10s", "--latency", "-s", str(script), url,
     ]  # fmt: skip
     output = run(command, timeout=seconds + 60)
     match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
@@ -351,10 +359,12 @@ def wrk(target: Target, script: Path, load: Load, seconds: int) -> dict[str, Any
 def measure_once(target: Target, script: Path, load: Load, round_number: int) -> WrkRun:
     if load.warmup_s:
         wrk(target, script, load, load.warmup_s)
+    load_1m = os.getloadavg()[0]
     raw = wrk(target, script, load, load.duration_s)
     run_ = WrkRun(
         route=target.key,
         round=round_number,
+        load_1m=load_1m,
         requests=raw["requests"],
         requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
         non_2xx=raw["non_2xx"],
