@@ -342,8 +342,25 @@ class WrkRun:
     max_ms: float
 
 
-def wrk(target: Target, script: Path, load: Load, seconds: int) -> dict[str, Any]:
-    url = f"{target.url}/{'invocations' if script.stem.endswith('post') else 'ping'}"
+@dataclass(frozen=True)
+class Scripts:
+    """One wrk script per route, all requesting the same scoring-server path."""
+
+    path: str  # "invocations" or "ping"
+    files: dict[str, Path]
+
+
+def write_scripts(targets: list[Target], body: str | None, workdir: Path) -> Scripts:
+    path = "ping" if body is None else "invocations"
+    files = {}
+    for target in targets:
+        file = workdir / f"{path}-{target.key}.lua"
+        file.write_text(target.lua(body))
+        files[target.key] = file
+    return Scripts(path, files)
+
+
+def wrk(url: str, script: Path, load: Load, seconds: int) -> dict[str, Any]:
     command = [
         "wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{seconds}s",
         "--timeout", "10s", "--latency", "-s", str(script), url,
@@ -356,11 +373,14 @@ def wrk(target: Target, script: Path, load: Load, seconds: int) -> dict[str, Any
     return result
 
 
-def measure_once(target: Target, script: Path, load: Load, round_number: int) -> WrkRun:
+def measure_once(
+    target: Target, scripts: Scripts, load: Load, round_number: int
+) -> WrkRun:
+    url, script = f"{target.url}/{scripts.path}", scripts.files[target.key]
     if load.warmup_s:
-        wrk(target, script, load, load.warmup_s)
+        wrk(url, script, load, load.warmup_s)
     load_1m = os.getloadavg()[0]
-    raw = wrk(target, script, load, load.duration_s)
+    raw = wrk(url, script, load, load.duration_s)
     run_ = WrkRun(
         route=target.key,
         round=round_number,
@@ -375,31 +395,23 @@ def measure_once(target: Target, script: Path, load: Load, round_number: int) ->
         p99_ms=raw["p99_us"] / 1000,
         max_ms=raw["max_us"] / 1000,
     )
-    print(f"  {load.connections} conn, route {target.key} round {round_number}: "
-          f"{run_.requests_per_s:.0f} req/s, p50 {run_.p50_ms:.2f} ms, "
-          f"p99 {run_.p99_ms:.2f} ms, errors {run_.non_2xx + run_.socket_errors}",
+    print(f"  /{scripts.path} {load.connections} conn, route {target.key} "
+          f"round {round_number}: {run_.requests_per_s:.0f} req/s, "
+          f"p50 {run_.p50_ms:.2f} ms, p99 {run_.p99_ms:.2f} ms, "
+          f"errors {run_.non_2xx + run_.socket_errors}, load {load_1m:.1f}",
           flush=True)  # fmt: skip
     return run_
 
 
 def measure(
-    targets: list[Target], scripts: dict[str, Path], load: Load, rounds: int
+    targets: list[Target], scripts: Scripts, load: Load, rounds: int
 ) -> list[WrkRun]:
     """Alternate the routes (a, b, c, a, b, c, ...) so drift hits them alike."""
     return [
-        measure_once(target, scripts[target.key], load, round_number)
+        measure_once(target, scripts, load, round_number)
         for round_number in range(1, rounds + 1)
         for target in targets
     ]
-
-
-def write_scripts(targets: list[Target], body: str, workdir: Path) -> dict[str, Path]:
-    scripts = {}
-    for target in targets:
-        path = workdir / f"route-{target.key}.lua"
-        path.write_text(target.lua(body))
-        scripts[target.key] = path
-    return scripts
 
 
 def check_targets(targets: list[Target], model: Model) -> None:
@@ -408,14 +420,13 @@ def check_targets(targets: list[Target], model: Model) -> None:
     headers = {"Content-Type": "application/json"}
     for target in targets:
         auth = tuple(target.auth.split(":", 1)) if target.auth else None
-        response = httpx.post(
-            target.url, content=body, headers=headers, auth=auth, timeout=30
-        )
+        url = f"{target.url}/invocations"
+        response = httpx.post(url, content=body, headers=headers, auth=auth, timeout=30)
         response.raise_for_status()
         if [int(x) for x in response.json()["predictions"]] != model.expected:
             raise BenchError(f"route {target.key} predicts wrongly")
         if auth is not None:
-            refused = httpx.post(target.url, content=body, headers=headers)
+            refused = httpx.post(url, content=body, headers=headers, timeout=30)
             if refused.status_code != 401:
                 raise BenchError(f"route {target.key} answers without auth")
 
@@ -459,6 +470,8 @@ class Results:
     deploy_timings: list[DeployTiming] = field(default_factory=list)
     throughput_runs: list[WrkRun] = field(default_factory=list)
     latency_runs: list[WrkRun] = field(default_factory=list)
+    ping_runs: list[WrkRun] = field(default_factory=list)
+    elapsed_s: float = 0.0
 
     def throughput(self) -> dict[str, RouteSummary]:
         return summarise(self.throughput_runs)
@@ -466,8 +479,16 @@ class Results:
     def latency(self) -> dict[str, RouteSummary]:
         return summarise(self.latency_runs)
 
+    def ping(self) -> dict[str, RouteSummary]:
+        return summarise(self.ping_runs)
+
+    def load_range(self) -> tuple[float, float]:
+        loads = [r.load_1m for r in self.throughput_runs + self.latency_runs]
+        loads += [r.load_1m for r in self.ping_runs]
+        return min(loads), max(loads)
+
     def derived(self) -> dict[str, float]:
-        heavy, light = self.throughput(), self.latency()
+        heavy, light, bare = self.throughput(), self.latency(), self.ping()
         seconds = [t.first_prediction_s for t in self.deploy_timings]
         return {
             "throughput_ratio_b_a_median": heavy["b"].rps_median
@@ -478,6 +499,10 @@ class Results:
             "auth_overhead_p50_ms": light["b"].p50_ms_median - light["c"].p50_ms_median,
             "traefik_overhead_p50_ms": light["c"].p50_ms_median
             - light["a"].p50_ms_median,
+            "auth_overhead_ping_p50_ms": bare["b"].p50_ms_median
+            - bare["c"].p50_ms_median,
+            "traefik_overhead_ping_p50_ms": bare["c"].p50_ms_median
+            - bare["a"].p50_ms_median,
             "deploy_to_first_prediction_median_s": statistics.median(seconds),
         }
 
@@ -486,6 +511,7 @@ class Results:
         data["summary"] = {
             "throughput": {k: asdict(v) for k, v in self.throughput().items()},
             "low_load": {k: asdict(v) for k, v in self.latency().items()},
+            "ping": {k: asdict(v) for k, v in self.ping().items()},
             **self.derived(),
         }
         return data
@@ -661,6 +687,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--duration", type=int, default=20, help="seconds per run")
     parser.add_argument("--low-duration", type=int, default=15)
+    parser.add_argument("--ping-duration", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=5, help="seconds before each run")
     parser.add_argument("--rounds", type=int, default=2, help="a,b,c repetitions")
     parser.add_argument("--deploy-repeats", type=int, default=3)
@@ -687,38 +714,48 @@ def routes(
 ) -> list[Target]:
     deploy = f"{platform_url}/deploy/{DEPLOY_SERVER}"
     return [
-        Target("a", f"{direct_url}/invocations", None),
-        Target("b", f"{deploy}/{auth_deployment}/invocations", auth),
-        Target("c", f"{deploy}/{OPEN_DEPLOYMENT}/invocations", None),
+        Target("a", direct_url, None),
+        Target("b", f"{deploy}/{auth_deployment}", auth),
+        Target("c", f"{deploy}/{OPEN_DEPLOYMENT}", None),
     ]
+
+
+def prepare(
+    args: argparse.Namespace, results: Results, workdir: Path, stack: ExitStack
+) -> tuple[list[Target], Model]:
+    """Platform up, model registered and deployed, direct server started."""
+    print("starting the platform", flush=True)
+    env = start_platform(workdir / "home", stack)
+    stack.enter_context(environment(env))
+    model = register_model()
+    auth = f"bench:{secrets.token_urlsafe(12)}"
+    with MLPlatform() as client:
+        timings, auth_deployment = deploy_all(client, model, auth, args.deploy_repeats)
+    results.deploy_timings = timings
+    direct_url = start_direct_server(model, workdir, stack)
+    targets = routes(env["MLPLATFORM_URL"], direct_url, auth_deployment, auth)
+    check_targets(targets, model)
+    return targets, model
 
 
 def benchmark(args: argparse.Namespace, results: Results, workdir: Path) -> None:
     heavy = Load(args.threads, args.connections, args.duration, args.warmup)
     light = Load(1, 1, args.low_duration, args.warmup)
+    bare = Load(1, 1, args.ping_duration, min(args.warmup, 2))
     results.settings = {
         "throughput_load": asdict(heavy), "low_load": asdict(light),
-        "rounds": args.rounds, "deploy_repeats": args.deploy_repeats,
+        "ping_load": asdict(bare), "rounds": args.rounds,
+        "deploy_repeats": args.deploy_repeats,
     }  # fmt: skip
     with ExitStack() as stack:
-        print("starting the platform", flush=True)
-        env = start_platform(workdir / "home", stack)
-        stack.enter_context(environment(env))
-        model = register_model()
-        auth = f"bench:{secrets.token_urlsafe(12)}"
-        with MLPlatform() as client:
-            timings, auth_deployment = deploy_all(
-                client, model, auth, args.deploy_repeats
-            )
-        results.deploy_timings = timings
-        direct_url = start_direct_server(model, workdir, stack)
-        targets = routes(env["MLPLATFORM_URL"], direct_url, auth_deployment, auth)
-        check_targets(targets, model)
-        scripts = write_scripts(targets, model.body(), workdir)
+        targets, model = prepare(args, results, workdir, stack)
+        invocations = write_scripts(targets, model.body(), workdir)
+        ping_scripts = write_scripts(targets, None, workdir)
         print("throughput runs", flush=True)
-        results.throughput_runs = measure(targets, scripts, heavy, args.rounds)
+        results.throughput_runs = measure(targets, invocations, heavy, args.rounds)
         print("low-load runs", flush=True)
-        results.latency_runs = measure(targets, scripts, light, args.rounds)
+        results.latency_runs = measure(targets, invocations, light, args.rounds)
+        results.ping_runs = measure(targets, ping_scripts, bare, args.rounds)
 
 
 def main(argv: list[str] | None = None) -> int:

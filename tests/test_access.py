@@ -105,7 +105,9 @@ x, y = load_iris(return_X_y=True, as_frame=True)
 mlflow.set_experiment({EXPERIMENT!r})
 with mlflow.start_run() as run:
     model = LogisticRegression(max_iter=300).fit(x, y)
-    info = mlflow.sklearn.log_model(model, name="model", registered_model_name={MODEL!r})
+    info = mlflow.sklearn.log_model(
+        model, name="model", registered_model_name={MODEL!r}
+    )
 print(run.info.experiment_id, run.info.run_id, info.registered_model_version)
 """
     experiment_id, run_id, version = (
