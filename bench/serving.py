@@ -537,9 +537,10 @@ def cpu_model() -> str:
 
 def machine() -> dict[str, str]:
     memory = command_output(["free", "-h"]).splitlines()
+    mem = next((line.split() for line in memory if line.startswith("Mem:")), [])
     return {
         "nproc": command_output(["nproc"]),
-        "memory": next((line for line in memory if line.startswith("Mem:")), "?"),
+        "memory": f"{mem[1]} total, {mem[-1]} available" if mem else "?",
         "arch": command_output(["uname", "-m"]),
         "cpu": cpu_model(),
         "kernel": command_output(["uname", "-r"]),
@@ -547,14 +548,16 @@ def machine() -> dict[str, str]:
 
 
 def versions() -> dict[str, str]:
-    traefik = command_output([str(BIN / "traefik"), "version"])
-    wrk_version = command_output(["wrk", "-v"]).splitlines()
+    traefik = re.search(
+        r"Version:\s*(\S+)", command_output([str(BIN / "traefik"), "version"])
+    )
+    wrk_version = re.search(r"wrk (\S+)", command_output(["wrk", "-v"]))
     return {
         "python": platform.python_version(),
         "mlflow": mlflow.__version__,
         "scikit-learn": sklearn.__version__,
-        "traefik": " ".join(traefik.split()[:2]) if traefik else "?",
-        "wrk": wrk_version[0] if wrk_version else "?",
+        "traefik": traefik.group(1) if traefik else "?",
+        "wrk": wrk_version.group(1) if wrk_version else "?",
     }
 
 
@@ -585,11 +588,7 @@ def _goals(results: Results) -> list[str]:
     derived = results.derived()
     ratio = derived["throughput_ratio_b_a_median"]
     best = derived["throughput_ratio_b_a_best"]
-    open_ratio = derived["throughput_ratio_c_a_median"]
     auth = derived["auth_overhead_p50_ms"]
-    traefik = derived["traefik_overhead_p50_ms"]
-    deploy = derived["deploy_to_first_prediction_median_s"]
-    each = ", ".join(f"{t.first_prediction_s:.2f}" for t in results.deploy_timings)
     ratio_ok = _verdict(ratio >= THROUGHPUT_GOAL)
     auth_ok = _verdict(auth < AUTH_OVERHEAD_GOAL_MS)
     return [
@@ -597,37 +596,62 @@ def _goals(results: Results) -> list[str]:
         "|---|---:|---|",
         f"| throughput ratio b/a (median; best {best:.2f}) | {ratio:.2f} "
         f"| >= {THROUGHPUT_GOAL}: {ratio_ok} |",
-        f"| throughput ratio c/a (median) | {open_ratio:.2f} | - |",
-        f"| auth overhead p50, b - c at 1 connection | {auth:.2f} ms "
+        "| throughput ratio c/a (median) "
+        f"| {derived['throughput_ratio_c_a_median']:.2f} | - |",
+        f"| auth overhead p50, b - c, /invocations at 1 connection | {auth:.2f} ms "
         f"| < {AUTH_OVERHEAD_GOAL_MS:g} ms: {auth_ok} |",
-        f"| Traefik overhead p50, c - a at 1 connection | {traefik:.2f} ms | - |",
-        f"| deploy call -> first prediction (median of {each} s) | {deploy:.2f} s "
-        "| - |",
+        "| Traefik overhead p50, c - a, /invocations at 1 connection "
+        f"| {derived['traefik_overhead_p50_ms']:.2f} ms | - |",
+        "| auth overhead p50, b - c, /ping at 1 connection "
+        f"| {derived['auth_overhead_ping_p50_ms']:.2f} ms | - |",
+        "| Traefik overhead p50, c - a, /ping at 1 connection "
+        f"| {derived['traefik_overhead_ping_p50_ms']:.2f} ms | - |",
+        "| deploy call -> first prediction (median) "
+        f"| {derived['deploy_to_first_prediction_median_s']:.2f} s | - |",
     ]
+
+
+def _deploys(results: Results) -> list[str]:
+    lines = [
+        "| deployment | create call returned | first good prediction |",
+        "|---|---:|---:|",
+    ]
+    for t in results.deploy_timings:
+        lines.append(
+            f"| {t.deployment} | {t.created_s:.2f} s | {t.first_prediction_s:.2f} s |"
+        )
+    return lines
 
 
 def _header(results: Results) -> list[str]:
     m, v, s = results.machine, results.versions, results.settings
-    heavy, light = s["throughput_load"], s["low_load"]
+    heavy, light, bare = s["throughput_load"], s["low_load"], s["ping_load"]
+    low, high = results.load_range()
     return [
         "## Serving: direct vs. Traefik vs. Traefik + route auth",
         "",
-        f"Measured {results.started_at} by `bench/serving.py`. Reproduce with "
-        "`bench/run.sh` (installs wrk when missing; takes about 8 minutes).",
+        f"Measured {results.started_at} by `bench/serving.py` in "
+        f"{results.elapsed_s / 60:.0f} minutes. Reproduce with `bench/run.sh` "
+        "(installs wrk when missing; `--help` lists the knobs).",
         "",
-        f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['arch']}, "
-        f"kernel {m['kernel']}; `free -h`: `{m['memory']}`",
+        f"- machine: `nproc` {m['nproc']}, {m['cpu']}, `uname -m` {m['arch']}, "
+        f"kernel {m['kernel']}, memory {m['memory']} (`free -h`)",
         f"- versions: Python {v['python']}, MLflow {v['mlflow']}, scikit-learn "
-        f"{v['scikit-learn']}, {v['traefik']}, {v['wrk']}",
+        f"{v['scikit-learn']}, Traefik {v['traefik']}, wrk {v['wrk']}",
         "- model: RandomForestClassifier(n_estimators=100) on `load_wine`, "
         "2-row `dataframe_split` requests, 1 scoring worker on every route",
-        f"- load: wrk -t{heavy['threads']} -c{heavy['connections']} "
-        f"-d{heavy['duration_s']}s after a {heavy['warmup_s']} s warm-up, routes "
-        f"alternated a, b, c x {s['rounds']}; low load: -t{light['threads']} "
-        f"-c{light['connections']} -d{light['duration_s']}s, same scheme",
-        "- caveat: wrk, Traefik, the platform API and the model server share the "
-        f"same {m['nproc']} CPUs, so the load generator competes with the servers; "
-        "absolute numbers are low and only the ratios between routes carry over.",
+        f"- throughput: `wrk -t{heavy['threads']} -c{heavy['connections']} "
+        f"-d{heavy['duration_s']}s --latency` after a {heavy['warmup_s']} s "
+        f"warm-up per run, routes alternated a, b, c x {s['rounds']}",
+        f"- low load: the same with `-t{light['threads']} -c{light['connections']} "
+        f"-d{light['duration_s']}s`, then GET /ping (no model work) with "
+        f"`-d{bare['duration_s']}s` after {bare['warmup_s']} s warm-up",
+        '- medians are over the rounds; "best" is the best round',
+        f"- caveat: wrk, Traefik, the platform API and the model servers share "
+        f"{m['nproc']} CPUs, so the load generator competes with the servers. "
+        f"The 1-minute load average was {low:.1f}-{high:.1f} during the runs "
+        "(other work on the machine included); treat absolute numbers as "
+        "this machine's and compare routes within one run only.",
     ]
 
 
@@ -636,14 +660,22 @@ def render(results: Results) -> str:
         SECTION_START,
         *_header(results),
         "",
-        f"### Throughput ({results.settings['throughput_load']['connections']} "
-        "connections)",
+        f"### Throughput, /invocations, "
+        f"{results.settings['throughput_load']['connections']} connections",
         "",
         *_table(results.throughput()),
         "",
-        f"### Low load ({results.settings['low_load']['connections']} connection)",
+        "### Low load, /invocations, 1 connection",
         "",
         *_table(results.latency()),
+        "",
+        "### Low load, /ping, 1 connection",
+        "",
+        *_table(results.ping()),
+        "",
+        "### Deploy time (`create_deployment_standalone` -> first prediction)",
+        "",
+        *_deploys(results),
         "",
         "### Against the goals",
         "",
@@ -761,10 +793,12 @@ def benchmark(args: argparse.Namespace, results: Results, workdir: Path) -> None
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started_at = time.monotonic()
     results = Results(started, machine(), versions(), {})
     with tempfile.TemporaryDirectory(prefix="mlplatform-bench-") as tmp:
         try:
             benchmark(args, results, Path(tmp))
+            results.elapsed_s = time.monotonic() - started_at
         except (BenchError, MLPlatformError, subprocess.SubprocessError) as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1

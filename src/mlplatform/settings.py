@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="Platform database; default SQLite in <home>/platform.db.",
     )
     runtime: str = Field(default="process", description="Default deployment runtime.")
+    default_permission: str = Field(
+        default="NO_PERMISSIONS",
+        description="Tracking server access to resources nobody granted: the "
+        "Standalone preset denies (NO_PERMISSIONS); READ opens them to every user.",
+    )
     deploy_timeout: float = Field(
         default=180.0, description="Seconds a new deployment may take to answer /ping."
     )

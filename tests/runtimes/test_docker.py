@@ -226,8 +226,10 @@ def test_serves_as_a_limited_non_root_container_without_credentials(
     }.items() <= container.labels.items()
     image_env = engine.images.get(attrs["Image"]).attrs["Config"]["Env"]
     for variable in [*attrs["Config"]["Env"], *image_env]:
-        assert not variable.startswith(("MLFLOW_TRACKING_", "MLPLATFORM_"))
+        assert not variable.startswith("MLFLOW_TRACKING_")
         assert "secret-password" not in variable
+    platform_vars = [v for v in attrs["Config"]["Env"] if v.startswith("MLPLATFORM_")]
+    assert platform_vars == ["MLPLATFORM_DEPLOYMENT_ID=iris-serve"]
 
 
 @pytest.mark.docker

@@ -10,6 +10,10 @@ Everything the server keeps lives in its data folder:
 
 The admin password reaches the child only through ``MLFLOW_AUTH_ADMIN_PASSWORD`` in
 its environment: never argv (visible in ``ps``), never the ini file, never a log line.
+
+Given the platform database, the server also accepts platform tokens: the ini names
+``mlplatform.tracking.auth_hook:authenticate`` as MLflow's ``authorization_function``
+and the child finds the database in ``MLPLATFORM_DATABASE_URL``.
 """
 
 import configparser
@@ -27,12 +31,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from mlplatform.errors import StartupError, Unauthenticated, Unavailable
+from mlplatform.tracking.auth_hook import DATABASE_URL_ENV, HOOK
 
 logger = logging.getLogger(__name__)
 
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 _LOG_TAIL_LINES = 40
 _STOP_GRACE_SECONDS = 10.0
+_MLFLOW_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 # Settings inherited from the parent that would silently change what the child does:
 # the ADMIN_* pair overrides the ini, the TRACKING_* ones belong to clients.
@@ -47,6 +53,8 @@ _SCRUBBED_ENV = (
     "MLFLOW_SERVER_ALLOWED_HOSTS",
     "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
     "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE",
+    # The child never needs the platform admin's password; it has its own.
+    "MLPLATFORM_ADMIN_PASSWORD",
 )
 
 
@@ -55,6 +63,9 @@ class TrackingServer:
 
     ``public_url`` is where users reach it through Traefik (root path, no prefix); its
     host is added to the Host headers and CORS origins MLflow accepts.
+
+    ``platform_database_url`` turns on platform tokens (see ``auth_hook``); without it
+    only MLflow passwords are accepted.
     """
 
     def __init__(
@@ -67,6 +78,7 @@ class TrackingServer:
         default_permission: str = "READ",
         workers: int = 1,
         public_url: str | None = None,
+        platform_database_url: str | None = None,
     ) -> None:
         if default_permission not in PERMISSIONS:
             raise ValueError(f"default_permission must be one of {PERMISSIONS}")
@@ -78,6 +90,7 @@ class TrackingServer:
         self.default_permission = default_permission
         self.workers = workers
         self.public_url = public_url
+        self.platform_database_url = platform_database_url
         self._admin_password = admin_password
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file: Path | None = None
@@ -127,7 +140,13 @@ class TrackingServer:
             # use; skipping it saves a process and ~150 MB.
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             MLFLOW_DISABLE_TELEMETRY="true",
+            # Routes MLflow has no permission check for answer 403 to non-admins, the
+            # sign-up form's POST among them. It is MLflow's default; a parent that
+            # turned it off must not turn it off here.
+            MLFLOW_BASIC_AUTH_FAIL_CLOSED="true",
         )
+        if self.platform_database_url:
+            env[DATABASE_URL_ENV] = self.platform_database_url
         return env
 
     def write_auth_config(self) -> Path:
@@ -137,7 +156,7 @@ class TrackingServer:
             "database_uri": f"sqlite:///{self.data_dir / 'auth.db'}",
             "admin_username": self.admin_username,
             "authorization_function": (
-                "mlflow.server.auth:authenticate_request_basic_auth"
+                HOOK if self.platform_database_url else _MLFLOW_AUTH_FUNCTION
             ),
         }
         with self.auth_config_path.open("w") as fh:
