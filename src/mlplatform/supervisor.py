@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 API_HEALTH_PATH = "/platform/api/v1/health"
 START_TIMEOUT = 120.0
 MAX_BACKOFF = 60.0
+# The Standalone preset: an experiment or model nobody was granted is closed to all but
+# admins and its creator (MLflow gives the creator MANAGE).
+STANDALONE_DEFAULT_PERMISSION = "NO_PERMISSIONS"
 
 
 @dataclass
@@ -211,7 +214,9 @@ class Supervisor:
             free_port(),
             admin.admin_password,
             admin_username=admin.admin_user,
+            default_permission=STANDALONE_DEFAULT_PERMISSION,
             public_url=self.public_url,
+            platform_database_url=self.settings.resolved_database_url(),
         )
         self.tracking.start(self.home / "logs" / "tracking.log")
         self.tracking.wait_healthy(START_TIMEOUT)

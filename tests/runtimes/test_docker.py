@@ -292,11 +292,11 @@ def test_a_removed_container_is_created_again(
     endpoint = serve(runtime, ServingSpec("iris-gone", iris_model.path))
 
     container_of(engine, endpoint).remove(force=True)
+    wait_until(lambda: runtime.endpoint("iris-gone") not in (None, endpoint))
     wait_until(lambda: runtime.status("iris-gone") == "running")
 
     again = runtime.endpoint("iris-gone")
     assert again is not None
-    assert again.ref != endpoint.ref
     assert predict(again.url, iris_model) == list(
         iris_model.model.predict(iris_model.features)
     )

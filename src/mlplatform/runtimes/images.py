@@ -328,7 +328,9 @@ def prune_runtime_images(client: docker.DockerClient) -> list[str]:
     for image in client.images.list(name=RUNTIME_REPOSITORY):
         if image.id in used:
             continue
-        for tag in image.tags:
+        # The listing also shows an image's other names (a base image tagged as a
+        # runtime one, say): only the runtime names are ours to remove.
+        for tag in [t for t in image.tags if t.startswith(f"{RUNTIME_REPOSITORY}:")]:
             try:
                 client.images.remove(tag)
             except docker.errors.APIError as exc:

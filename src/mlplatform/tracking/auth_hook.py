@@ -25,7 +25,6 @@ import os
 import threading
 
 from flask import Response, g, make_response, request
-from mlflow.server import auth as mlflow_auth
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import Authorization
 
@@ -65,7 +64,9 @@ def _authenticate(auth: Authorization | None) -> Authorization | Response:
             return verified
         # Not a valid token for this user; it may still be a password that merely
         # starts like one, and MLflow answers 401 for anything else.
-    return mlflow_auth.authenticate_request_basic_auth()
+    from mlflow.server.auth import authenticate_request_basic_auth
+
+    return authenticate_request_basic_auth()
 
 
 def _looks_like_token(secret: str | None) -> bool:
@@ -86,11 +87,11 @@ def _verify_token(
     except SQLAlchemyError as exc:
         return _database_unavailable(exc)
     if claimed_owner is not None and claimed_owner != principal.username:
-        logger.debug("platform token %s sent with another user name", principal.token_id)
+        logger.debug("platform token %s sent with another username", principal.token_id)
         return None
     # Deleting a user in MLflow leaves their tokens in the platform database; the
     # auth store is the one that knows whether the owner still exists.
-    if not mlflow_auth.store.has_user(principal.username):
+    if not _mlflow_user_exists(principal.username):
         logger.debug("platform token %s belongs to a deleted user", principal.token_id)
         return None
     logger.debug("platform token %s accepted", principal.token_id)
@@ -112,8 +113,21 @@ def _database() -> Database:
         return database
 
 
+# MLflow's auth module is imported where it is used: the tracking server loaded it long
+# before the first request, while the supervisor, which imports this module only for
+# its names, should not pay for it.
+
+
+def _mlflow_user_exists(username: str) -> bool:
+    from mlflow.server.auth import store
+
+    return store.has_user(username)
+
+
 def _unauthenticated() -> Response:
-    return mlflow_auth.make_basic_auth_response()
+    from mlflow.server.auth import make_basic_auth_response
+
+    return make_basic_auth_response()
 
 
 def _database_unavailable(exc: SQLAlchemyError) -> Response:
