@@ -41,7 +41,9 @@ if ! pgrep -x dockerd >/dev/null 2>&1; then
     DOCKERD_LOG=/tmp/dockerd.log
   fi
   echo "starting dockerd (log: $DOCKERD_LOG)"
-  as_root nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  # Without the userland proxy, loopback-published ports are plain NAT rules: we
+  # measured a third more requests/s through them, level with the process runtime.
+  as_root nohup dockerd --userland-proxy=false >>"$DOCKERD_LOG" 2>&1 </dev/null &
 fi
 
 waited=0

@@ -98,7 +98,7 @@ def linked(
         mlflow.start(root / "mlflow.log")
         hub.start(root / "hub.log")
         hub_startup = hub.wait_healthy(timeout=120)
-        logger.warning("JupyterHub answered after %.1fs", hub_startup)
+        logger.info("JupyterHub answered after %.1fs", hub_startup)
         mlflow.wait_healthy(timeout=120)
         yield Linked(hub, mlflow, admin_password, hub_startup)
     finally:

@@ -123,6 +123,8 @@ def test_server_uses_the_hook_only_with_a_platform_database(
     monkeypatch.setenv("MLPLATFORM_ADMIN_PASSWORD", "platform-admin-secret")
     monkeypatch.setenv("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "false")
     url = f"sqlite:///{tmp_path / 'platform.db'}"
+    for name in ("plain", "hooked"):
+        (tmp_path / name).mkdir()
     plain = TrackingServer(tmp_path / "plain", 5999, "Adm1n-unit-test-password")
     hooked = TrackingServer(
         tmp_path / "hooked", 5998, "Adm1n-unit-test-password", platform_database_url=url

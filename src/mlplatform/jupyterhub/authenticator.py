@@ -1,4 +1,4 @@
-"""NativeAuthenticator whose admin exists, approved, with the password given at creation.
+"""NativeAuthenticator whose admin exists, approved, with the password set at creation.
 
 NativeAuthenticator keeps its own table of users and bcrypt hashes beside the hub's,
 and only lets in users an admin has approved. It has no setting for an initial

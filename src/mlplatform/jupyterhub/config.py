@@ -10,11 +10,12 @@ Scopes, and why each is granted:
 - ``access:services!service=mlflow`` to the ``user`` role and to every server token:
   JupyterHub gives no one access to a service by default, and the linked MLflow refuses
   a token that does not carry this scope.
-- ``read:users:name!user`` to server tokens: lets the token name its owner. Every token
-  may already call ``GET /hub/api/user`` about itself, but listing the scope keeps the
-  server token's purpose visible in ``/hub/api/user``'s ``scopes``.
-- ``read:users`` and ``read:tokens`` to the ``mlflow`` service: reading a user's admin
-  flag and groups, and the tokens it is shown, with its own credentials.
+- ``read:users:name!user`` to server tokens: their owner's name and admin flag. The hub
+  grants it to any token on ``GET /hub/api/user`` alone; with it the token may also
+  read its owner at ``/hub/api/users/<name>``.
+- ``read:users`` and ``read:tokens`` to the ``mlflow`` service, so that the platform,
+  holding the service's token, can read users, admin flags, groups and tokens. The
+  per-request check of the linked MLflow does not need them (see ``hub_auth``).
 """
 
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def render(config: HubConfig) -> str:
         f"{str(config.users_dir / '{username}')!r}",
         f"c.Spawner.cmd = {list(config.single_user_command)!r}",
         "c.Spawner.default_url = '/lab'",
-        f"c.Spawner.args = {['--ServerApp.allow_root=True'] if config.allow_root else []!r}",
+        f"c.Spawner.args = {_single_user_args(config)!r}",
         f"c.Spawner.server_token_scopes = {list(SERVER_TOKEN_SCOPES)!r}",
         *_environment_lines(config.mlflow_url),
         "",
@@ -108,6 +109,10 @@ def render(config: HubConfig) -> str:
         "]",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _single_user_args(config: HubConfig) -> list[str]:
+    return ["--ServerApp.allow_root=True"] if config.allow_root else []
 
 
 def _environment_lines(mlflow_url: str | None) -> list[str]:

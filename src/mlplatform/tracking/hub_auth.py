@@ -33,6 +33,9 @@ Configuration, from the server's environment:
     MLPLATFORM_HUB_CACHE_TTL   seconds a lookup is reused; 0 disables the cache
     MLPLATFORM_HUB_SERVICE     the hub service whose access scope is required
                                (default ``mlflow``)
+
+``MLPLATFORM_HUB_SERVICE_TOKEN``, the service's own token, is not read here: no lookup
+needs it (see above). It belongs to the browser login (OAuth), which is not built yet.
 """
 
 import hashlib
@@ -96,7 +99,7 @@ class TokenCache:
         self._lock = threading.Lock()
 
     def get(self, token: str) -> tuple[bool, HubUser | None]:
-        """``(True, answer)`` when a fresh-enough answer is kept, else ``(False, None)``."""
+        """``(True, answer)`` if an answer younger than the TTL is kept, else a miss."""
         key = self._hash(token)
         with self._lock:
             entry = self._entries.get(key)
@@ -123,10 +126,12 @@ class TokenCache:
 class HubClient:
     """Resolves tokens against one hub's REST API."""
 
-    def __init__(self, api_url: str, cache: TokenCache) -> None:
+    def __init__(
+        self, api_url: str, cache: TokenCache, http: httpx.Client | None = None
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.cache = cache
-        self._http = httpx.Client(timeout=_LOOKUP_TIMEOUT)
+        self._http = http or httpx.Client(timeout=_LOOKUP_TIMEOUT)
 
     def lookup(self, token: str) -> tuple[HubUser | None, bool]:
         """The token's owner (None if the hub refuses it) and whether it was fresh.
@@ -285,8 +290,8 @@ def _hub_unavailable(api_url: str, cause: str) -> Response:
         HUB_API_URL_ENV,
     )
     response = make_response(
-        "The JupyterHub that signs users in is unavailable, so tokens cannot be checked "
-        "right now. Try again shortly, or ask the platform admin.",
+        "The JupyterHub that signs users in is unavailable, so tokens cannot be "
+        "checked right now. Try again shortly, or ask the platform admin.",
         503,
     )
     response.headers["Retry-After"] = "5"
