@@ -21,6 +21,7 @@ from mlplatform import __version__, credentials
 from mlplatform.client import MLPlatform, MLPlatformError
 from mlplatform.errors import PlatformError
 from mlplatform.logs import configure_logging
+from mlplatform.platform import RUNTIMES
 from mlplatform.settings import Settings
 from mlplatform.supervisor import (
     API_HEALTH_PATH,
@@ -50,6 +51,8 @@ permission_app = typer.Typer(
 )
 app.add_typer(user_app, name="user")
 app.add_typer(permission_app, name="permission")
+images_app = typer.Typer(help="Images of the docker runtime.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
@@ -112,15 +115,26 @@ def up(
         bool, typer.Option("--detach", "-d", help="Run in the background.")
     ] = False,
     home: Annotated[Path | None, typer.Option(envvar="MLPLATFORM_HOME")] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="Default runtime of new deploy servers: process or docker."),
+    ] = None,
 ) -> None:
     """Start the tracking server, the platform API and Traefik."""
     with errors_to_exit():
+        if runtime is not None and runtime not in RUNTIMES:
+            raise CliError(f"unknown runtime {runtime!r}: use process or docker")
         settings = _settings(
             port=port, host=host, admin_user=admin_user,
-            admin_password=admin_password, home=home,
+            admin_password=admin_password, home=home, runtime=runtime,
         )  # fmt: skip
         _export_settings(
-            settings, port=port, host=host, admin_user=admin_user, home=home
+            settings,
+            port=port,
+            host=host,
+            admin_user=admin_user,
+            home=home,
+            runtime=runtime,
         )
         if detach:
             _up_detached(settings)
@@ -313,10 +327,17 @@ def _print_json(value: Any) -> None:
 @endpoint_app.command("create")
 def endpoint_create(
     name: str,
-    runtime: Annotated[str | None, typer.Option(help="process (default)")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="process or docker; default: the platform's")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="low, mid or high (CPU and memory limits)")
+    ] = None,
 ) -> None:
     """Create a deploy server."""
-    _print_json(_run(lambda c: c.create_endpoint_standalone(name, runtime=runtime)))
+    _print_json(
+        _run(lambda c: c.create_endpoint_standalone(name, runtime=runtime, size=size))
+    )
 
 
 @endpoint_app.command("list")
@@ -550,6 +571,35 @@ def permission_list(experiment: ExperimentOpt = None, model: ModelOpt = None) ->
     for grant in grants:
         table.add_row(grant["username"], grant["permission"])
     console.print(table)
+
+
+@images_app.command("build-base")
+def images_build_base(
+    force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+) -> None:
+    """Build the offline base image (debootstrap + docker import; no registry)."""
+    from mlplatform.runtimes import images
+    from mlplatform.runtimes.docker import connect
+
+    with errors_to_exit():
+        with console.status(
+            "building the base image with debootstrap (about a minute)"
+        ):
+            built = images.build_base_image(connect(), force=force)
+        console.print(f"base image ready: {built.tag}")
+
+
+@images_app.command("prune")
+def images_prune() -> None:
+    """Remove runtime images no deployment uses any more."""
+    from mlplatform.runtimes import images
+    from mlplatform.runtimes.docker import connect
+
+    with errors_to_exit():
+        removed = images.prune_runtime_images(connect())
+    console.print(f"removed {len(removed)} image(s)")
+    for tag in removed:
+        console.print(f"  {tag}")
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from mlplatform.tracking import verify_credentials
 logger = logging.getLogger(__name__)
 
 ROUTES_FILE = "routes.yml"
+RUNTIMES = ("process", "docker")
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,12 @@ class Platform:
     def start(self) -> None:
         """Migrate the schema, start the runtimes, reconcile deployments and routes."""
         self.db.migrate()
-        for name in ("process",):
+        for name in RUNTIMES:
             self.runtimes[name] = get_runtime(
-                name, self.home / "deployments", self.deploys.on_runtime_status
+                name,
+                self.home / "deployments",
+                self.deploys.on_runtime_status,
+                docker_base_image=self.settings.docker_base_image,
             )
         self.deploys.reconcile()
         logger.info("platform API ready; routes in %s", self.wiring.dynamic_dir)

@@ -32,7 +32,14 @@ class Settings(BaseSettings):
         default=None,
         description="Platform database; default SQLite in <home>/platform.db.",
     )
-    runtime: str = Field(default="process", description="Default deployment runtime.")
+    runtime: str = Field(
+        default="process", description="Default runtime of new deploy servers."
+    )
+    docker_base_image: str | None = Field(
+        default=None,
+        description="Base of the docker runtime's images; default python:3.11-slim "
+        "if present, else the offline one from `mlplatform images build-base`.",
+    )
     default_permission: str = Field(
         default="NO_PERMISSIONS",
         description="Tracking server access to resources nobody granted: the "

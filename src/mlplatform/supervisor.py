@@ -42,7 +42,6 @@ START_TIMEOUT = 120.0
 MAX_BACKOFF = 60.0
 # The Standalone preset: an experiment or model nobody was granted is closed to all but
 # admins and its creator (MLflow gives the creator MANAGE).
-STANDALONE_DEFAULT_PERMISSION = "NO_PERMISSIONS"
 
 
 @dataclass
@@ -214,7 +213,7 @@ class Supervisor:
             free_port(),
             admin.admin_password,
             admin_username=admin.admin_user,
-            default_permission=STANDALONE_DEFAULT_PERMISSION,
+            default_permission=self.settings.default_permission,
             public_url=self.public_url,
             platform_database_url=self.settings.resolved_database_url(),
         )

@@ -28,7 +28,7 @@ def create_deploy_server(
     body: DeployServerCreate, platform: PlatformDep, principal: PrincipalDep
 ) -> DeployServerOut:
     view = platform.deploys.create_deploy_server(
-        principal, body.name, body.runtime, platform.settings.runtime
+        principal, body.name, body.runtime, platform.settings.runtime, body.size
     )
     return DeployServerOut(**asdict(view))
 

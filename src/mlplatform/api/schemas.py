@@ -11,7 +11,12 @@ class DeployServerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description=f"Deploy server name: {NAME_RULE}.")
-    runtime: str | None = Field(default=None, description="process (default) or docker")
+    runtime: str | None = Field(
+        default=None, description="process or docker; default: the platform's"
+    )
+    size: str | None = Field(
+        default=None, description="low, mid (default) or high: CPU and memory limits"
+    )
 
 
 class DeployServerOut(BaseModel):
@@ -21,6 +26,7 @@ class DeployServerOut(BaseModel):
     created_at: datetime
     deployments: int
     url: str
+    size: str
 
 
 class DeploymentCreate(BaseModel):

@@ -187,9 +187,10 @@ class MLPlatform:
     # -- deploy servers (endpoints) -------------------------------------------
 
     def create_endpoint_standalone(
-        self, name: str, runtime: str | None = None
+        self, name: str, runtime: str | None = None, size: str | None = None
     ) -> dict[str, Any]:
-        body = {"name": name, "runtime": runtime}
+        """Create a deploy server; runtime process/docker, size low/mid/high."""
+        body = {"name": name, "runtime": runtime, "size": size}
         result: dict[str, Any] = self._call("POST", "/deploy-servers", json=body)
         return result
 

@@ -31,6 +31,7 @@ from mlplatform.tracking import ensure_satisfied, fetch_model, verify_credential
 logger = logging.getLogger(__name__)
 
 SERVING_STATUSES = ("running", "restarting")
+SIZES = ("low", "mid", "high")
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,26 @@ class DeployService:
     # -- deploy servers -------------------------------------------------------
 
     def create_deploy_server(
-        self, principal: Principal, name: str, runtime: str | None, default_runtime: str
+        self,
+        principal: Principal,
+        name: str,
+        runtime: str | None,
+        default_runtime: str,
+        size: str | None = None,
     ) -> DeployServerView:
         check_name("deploy server", name)
         runtime = runtime or default_runtime
         if runtime not in self.runtimes:
             known = ", ".join(sorted(self.runtimes))
             raise InvalidInput(f"unknown runtime {runtime!r}; available: {known}")
+        size = size or "mid"
+        if size not in SIZES:
+            raise InvalidInput(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
+        self.runtimes[runtime].check_available()
         try:
             with self.db.session() as session:
                 server = DeployServer(
-                    name=name, owner=principal.username, runtime=runtime
+                    name=name, owner=principal.username, runtime=runtime, size=size
                 )
                 session.add(server)
                 session.flush()
@@ -141,6 +151,11 @@ class DeployService:
         )
 
         deployment_id, runtime_name = self._reserve(caller.principal, server_name, name)
+        try:
+            self.runtimes[runtime_name].check_available()
+        except BaseException:
+            self._discard(deployment_id, self.home / "deployments" / deployment_id)
+            raise
         workdir = self.home / "deployments" / deployment_id
         try:
             result = fetch_model(
@@ -157,7 +172,7 @@ class DeployService:
             raise
 
         self._record_fetched(deployment_id, model_uri, route_credentials)
-        spec = ServingSpec(deployment_id, result.model_dir)
+        spec = self._spec(deployment_id, result.model_dir)
         self._start(runtime_name, spec)
         return self._deployment_view_by_id(deployment_id)
 
@@ -291,7 +306,7 @@ class DeployService:
                 logger.warning("deployment %s: %s -> %s failed", label, status, reason)
                 self._set_status(deployment_id, "failed", error=reason)
                 continue
-            spec = ServingSpec(deployment_id, model_dir)
+            spec = self._spec(deployment_id, model_dir)
             previous = Endpoint(url=url or "", pid=pid, ref=ref)
             adopted = runtime.adopt(spec, previous) if url else None
             if adopted is not None:
@@ -302,7 +317,18 @@ class DeployService:
                 continue
             logger.warning("deployment %s: server gone -> restarting", label)
             self._start(runtime_name, spec, publish=False)
+        self._remove_orphans([row[0] for row in rows])
         self.publish_routes()
+
+    def _remove_orphans(self, known: list[str]) -> None:
+        for name, runtime in self.runtimes.items():
+            try:
+                removed = runtime.remove_orphans(known)
+            except RuntimeError_ as exc:
+                logger.warning("runtime %s: cannot look for orphans: %s", name, exc)
+                continue
+            for deployment_id in removed:
+                logger.warning("runtime %s: orphan %s -> removed", name, deployment_id)
 
     def on_runtime_status(self, deployment_id: str, status: str) -> None:
         """Called by a runtime's supervisor when a server changes state."""
@@ -361,6 +387,18 @@ class DeployService:
             if auth is not None:
                 deployment.auth_user = auth.username
                 deployment.auth_hash = hash_password(auth.password)
+
+    def _spec(self, deployment_id: str, model_dir: Path) -> ServingSpec:
+        with self.db.session() as session:
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None
+            labels = {
+                "mlplatform.deploy-server": deployment.deploy_server.name,
+                "mlplatform.deployment": deployment.name,
+                "mlplatform.model-uri": deployment.model_uri,
+            }
+            size = deployment.deploy_server.size
+            return ServingSpec(deployment_id, model_dir, labels=labels, size=size)
 
     def _start(
         self, runtime_name: str, spec: ServingSpec, publish: bool = True
@@ -457,6 +495,7 @@ class DeployService:
             created_at=server.created_at,
             deployments=deployments,
             url=f"{self.public_url}/deploy/{server.name}",
+            size=server.size,
         )
 
     def _deployment_view(self, deployment: Deployment) -> DeploymentView:

@@ -12,6 +12,7 @@ class DeployServerView:
     created_at: datetime
     deployments: int
     url: str
+    size: str
 
 
 @dataclass(frozen=True)

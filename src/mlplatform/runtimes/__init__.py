@@ -10,7 +10,11 @@ __all__ = ["Endpoint", "Runtime", "RuntimeError_", "ServingSpec", "get_runtime"]
 
 
 def get_runtime(
-    name: str, state_dir: Path, on_status: Callable[[str, str], None] | None = None
+    name: str,
+    state_dir: Path,
+    on_status: Callable[[str, str], None] | None = None,
+    *,
+    docker_base_image: str | None = None,
 ) -> Runtime:
     """Return the runtime called ``name``; ``docker`` plugs in beside ``process``."""
     if name == "process":
@@ -20,5 +24,7 @@ def get_runtime(
     if name == "docker":
         from mlplatform.runtimes.docker import DockerRuntime
 
-        return DockerRuntime(state_dir, on_status=on_status)
+        return DockerRuntime(
+            state_dir, on_status=on_status, base_image=docker_base_image
+        )
     raise InvalidInput(f"unknown runtime {name!r}; known runtimes: process, docker")

@@ -7,7 +7,7 @@ database rows; a runtime only owns what runs. It is told everything it needs in 
 """
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +86,14 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def endpoint(self, deployment_id: str) -> Endpoint | None:
         """Where the server listens now (it may change after a restart)."""
+
+    def check_available(self) -> None:
+        """Raise ``RuntimeError_`` saying how to fix it if nothing can run now."""
+        return None
+
+    def remove_orphans(self, deployment_ids: Collection[str]) -> list[str]:
+        """Remove servers of deployments not in ``deployment_ids``; return their ids."""
+        return []
 
     @abc.abstractmethod
     def close(self, stop_servers: bool) -> None:

@@ -336,6 +336,9 @@ class DockerRuntime(Runtime):
         """Raise ``DockerUnavailable`` unless the engine answers."""
         self._docker()
 
+    def check_available(self) -> None:
+        self.check_engine()
+
     def find_managed(self) -> list[ManagedContainer]:
         """Every container of this platform home, running or not."""
         client = self._docker()

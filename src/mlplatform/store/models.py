@@ -48,6 +48,7 @@ class DeployServer(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[str] = mapped_column(String(256))
     runtime: Mapped[str] = mapped_column(String(32))
+    size: Mapped[str] = mapped_column(String(16), default="mid")
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
