@@ -119,3 +119,27 @@ def tracking_env(platform: RunningPlatform) -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    """A reachable engine with a base image (built offline once per machine)."""
+    from mlplatform.runtimes import images
+    from mlplatform.runtimes.docker import DockerUnavailable, connect
+
+    try:
+        client = connect()
+    except DockerUnavailable as exc:
+        pytest.skip(exc.message)
+    tags = {tag for image in client.images.list() for tag in image.tags}
+    if not {images.PUBLIC_BASE_IMAGE, images.OFFLINE_BASE_IMAGE} & tags:
+        images.build_base_image(client)
+
+
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Runs a deployment test once per runtime: clients cannot tell them apart."""
+    if request.param == "docker":
+        request.getfixturevalue("docker_ready")
+    name: str = request.param
+    return name

@@ -118,17 +118,19 @@ def test_names_outside_the_pattern_are_422(
 
 
 def test_model_that_fails_to_load_ends_failed_without_route(
-    platform: RunningPlatform, client: MLPlatform, iris: RegisteredModel
+    platform: RunningPlatform, client: MLPlatform, iris: RegisteredModel, runtime: str
 ) -> None:
     def corrupt(folder: Path) -> None:
         # MLflow 3.17 saves scikit-learn models as model.skops, older ones as .pkl.
         for model_file in folder.glob("model.*"):
             model_file.write_bytes(b"this is not a model")
 
-    uri = log_altered_model("corrupt_model", corrupt)
+    uri = log_altered_model(f"corrupt_model_{runtime}", corrupt)
+    server = f"broken_{runtime}"
+    client.create_endpoint_standalone(server, runtime=runtime)
     with pytest.raises(DeploymentFailedError) as caught:
-        client.create_deployment_standalone(SERVER, "broken", uri, auth="u:p")
-    deployment = client.get_deployment(SERVER, "broken")
+        client.create_deployment_standalone(server, "broken", uri, auth="u:p")
+    deployment = client.get_deployment(server, "broken")
     assert deployment["status"] == "failed"
     # The error ends with the last lines of the server's log: here, the load failure.
     assert "failed to start" in deployment["error"]
@@ -136,7 +138,7 @@ def test_model_that_fails_to_load_ends_failed_without_route(
     assert caught.value.deployment["status"] == "failed"
     answer = httpx.get(deployment["url"] + "/ping", auth=("u", "p"))
     assert answer.status_code == 404
-    client.delete_deployment(SERVER, "broken")
+    client.delete_endpoint(server, force=True)
 
 
 def test_unsatisfied_requirements_name_the_packages(

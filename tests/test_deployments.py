@@ -82,7 +82,7 @@ def test_hosted_platform_snippet_runs_unchanged(
     "form", ["version", "alias", "logged_model", "runs", "mlflow_artifacts"]
 )
 def test_every_model_uri_form_deploys(
-    client: MLPlatform, iris: RegisteredModel, form: str
+    client: MLPlatform, iris: RegisteredModel, form: str, runtime: str
 ) -> None:
     uri = {
         "version": f"models:/{iris.name}/{iris.version}",
@@ -91,8 +91,8 @@ def test_every_model_uri_form_deploys(
         "runs": f"runs:/{iris.run_id}/model",
         "mlflow_artifacts": iris.artifact_uri,
     }[form]
-    server = f"forms_{form}"
-    client.create_endpoint_standalone(server)
+    server = f"forms_{form}_{runtime}"
+    client.create_endpoint_standalone(server, runtime=runtime)
     try:
         deployment = client.create_deployment_standalone(server, "m", uri)
         assert deployment["status"] == "running"
@@ -106,9 +106,10 @@ def test_every_model_uri_form_deploys(
 
 
 def test_list_get_delete_and_logs(
-    platform: RunningPlatform, client: MLPlatform, iris: RegisteredModel
+    platform: RunningPlatform, client: MLPlatform, iris: RegisteredModel, runtime: str
 ) -> None:
-    client.create_endpoint_standalone("lifecycle")
+    client.create_endpoint_standalone("lifecycle", runtime=runtime)
+    assert client.get_endpoint("lifecycle")["runtime"] == runtime
     client.create_deployment_standalone("lifecycle", "d1", iris.source, auth=ROUTE_AUTH)
 
     assert [s["name"] for s in client.list_endpoints()].count("lifecycle") == 1
