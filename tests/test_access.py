@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import RunningPlatform
 from mlplatform_client import (
     AuthenticationError,
     MLPlatform,
@@ -22,6 +21,7 @@ from mlplatform_client import (
     PermissionDeniedError,
     ValidationError,
 )
+from platform_support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 

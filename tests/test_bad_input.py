@@ -8,7 +8,7 @@ import httpx
 import mlflow
 import pytest
 
-from conftest import RunningPlatform
+from iris_models import RegisteredModel, log_altered_model, register_iris
 from mlplatform_client import (
     AuthenticationError,
     ConflictError,
@@ -18,7 +18,7 @@ from mlplatform_client import (
     PermissionDeniedError,
     ValidationError,
 )
-from models import RegisteredModel, log_altered_model, register_iris
+from platform_support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 

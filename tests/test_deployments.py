@@ -7,9 +7,9 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import RunningPlatform
+from iris_models import RegisteredModel, register_iris
 from mlplatform_client import MLPlatform
-from models import RegisteredModel, register_iris
+from platform_support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 

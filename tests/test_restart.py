@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from conftest import RunningPlatform, run_cli
+from iris_models import RegisteredModel, register_iris
 from mlplatform.proxy import poll_with_backoff
 from mlplatform.supervisor import read_state
 from mlplatform_client import MLPlatform
-from models import RegisteredModel, register_iris
+from platform_support import RunningPlatform, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ Routing of the single entrance (entrypoint ``web``):
     /deploy/<deploy server>/<deployment>[/...]  -> that deployment's scoring server
     /deploy/... of no known deployment          -> the platform API (answers 404)
     /platform/... except /platform/internal...  -> the platform API
+    /instances/<instance>/...                   -> that MLflow or JupyterHub instance
     everything else                             -> the MLflow tracking server
 
 Unknown deployments go to the platform API rather than to MLflow, whose auth would
@@ -37,6 +38,8 @@ TRACKING_PRIORITY = 1
 PLATFORM_API_PRIORITY = 100
 UNKNOWN_DEPLOYMENT_PRIORITY = 150
 DEPLOYMENT_PRIORITY = 200
+INSTANCE_PRIORITY = 120
+INSTANCES_PREFIX = "/instances"
 
 PLATFORM_PREFIX = "/platform/"
 INTERNAL_PREFIX = "/platform/internal"
@@ -156,6 +159,22 @@ def platform_api_routes(platform_api: Upstream) -> Config:
     }
 
 
+def instance_routes(instance: Upstream) -> Config:
+    """An instance served under ``/instances/<name>/``, prefix kept.
+
+    The instance itself knows its prefix (MLflow's ``--static-prefix``, JupyterHub's
+    ``base_url``), so links it renders stay right.
+    """
+    _check_name("instance", instance.name)
+    prefix = f"{INSTANCES_PREFIX}/{instance.name}"
+    name = f"instance-{instance.name.replace('_', '-')}"
+    rule = f"PathPrefix(`{prefix}/`) || Path(`{prefix}`)"
+    return {
+        "routers": {name: _router(rule, name, INSTANCE_PRIORITY)},
+        "services": {name: _service(instance.url)},
+    }
+
+
 def _forward_auth(address: str) -> Config:
     return {
         "address": address,
@@ -221,6 +240,7 @@ def build_dynamic_config(
     tracking: Upstream,
     platform_api: Upstream,
     deployments: Sequence[DeploymentRoute],
+    instances: Sequence[Upstream] = (),
 ) -> Config:
     """The whole dynamic configuration (``http:`` section) of the entrance.
 
@@ -232,6 +252,8 @@ def build_dynamic_config(
     _merge(http, platform_api_routes(platform_api))
     for route in deployments:
         _merge(http, deployment_routes(route))
+    for instance in instances:
+        _merge(http, instance_routes(instance))
     return {"http": _sort_keys(http)}
 
 

@@ -85,3 +85,27 @@ class Deployment(Base):
     )
 
     deploy_server: Mapped[DeployServer] = relationship(back_populates="deployments")
+
+
+class Instance(Base):
+    """An MLflow or JupyterHub instance besides the default tracking server.
+
+    Secrets (admin passwords, the hub's service token) are kept in the instance's own
+    data folder, readable by the platform's user only, never in this table.
+    """
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "mlflow" or "jupyterhub"
+    owner: Mapped[str] = mapped_column(String(256))
+    admin_user: Mapped[str] = mapped_column(String(256))
+    # A linked MLflow instance names its JupyterHub; at most one per hub.
+    jupyterhub_id: Mapped[str | None] = mapped_column(
+        ForeignKey("instances.id"), unique=True
+    )
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )

@@ -55,11 +55,12 @@ from mlflow.server import auth as mlflow_auth
 from werkzeug.datastructures import Authorization
 from werkzeug.wrappers import Response
 
+from mlplatform.tracking.server import HUB_API_URL_ENV, HUB_CACHE_TTL_ENV, HUB_HOOK
+
 logger = logging.getLogger(__name__)
 
-HOOK = "mlplatform.tracking.hub_auth:authenticate"
-HUB_API_URL_ENV = "MLPLATFORM_HUB_API_URL"
-CACHE_TTL_ENV = "MLPLATFORM_HUB_CACHE_TTL"
+HOOK = HUB_HOOK
+CACHE_TTL_ENV = HUB_CACHE_TTL_ENV
 SERVICE_ENV = "MLPLATFORM_HUB_SERVICE"
 DEFAULT_CACHE_TTL = 30.0
 HUB_GROUPS = "mlplatform_hub_groups"

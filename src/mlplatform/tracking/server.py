@@ -35,6 +35,12 @@ from mlplatform.tracking.auth_hook import DATABASE_URL_ENV, HOOK
 
 logger = logging.getLogger(__name__)
 
+# The linked-mode hook (tracking/hub_auth.py) reads these; named here so that starting
+# a server does not import MLflow's server code into the platform's processes.
+HUB_HOOK = "mlplatform.tracking.hub_auth:authenticate"
+HUB_API_URL_ENV = "MLPLATFORM_HUB_API_URL"
+HUB_CACHE_TTL_ENV = "MLPLATFORM_HUB_CACHE_TTL"
+
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 _LOG_TAIL_LINES = 40
 _STOP_GRACE_SECONDS = 10.0
@@ -79,7 +85,12 @@ class TrackingServer:
         workers: int = 1,
         public_url: str | None = None,
         platform_database_url: str | None = None,
+        hub_api_url: str | None = None,
+        hub_cache_ttl: float | None = None,
+        static_prefix: str | None = None,
     ) -> None:
+        """``hub_api_url`` links the server to a JupyterHub: its users and tokens are
+        the hub's. ``static_prefix`` serves everything under a path (``/x``)."""
         if default_permission not in PERMISSIONS:
             raise ValueError(f"default_permission must be one of {PERMISSIONS}")
         if workers not in (1, 2):
@@ -91,6 +102,9 @@ class TrackingServer:
         self.workers = workers
         self.public_url = public_url
         self.platform_database_url = platform_database_url
+        self.hub_api_url = hub_api_url
+        self.hub_cache_ttl = hub_cache_ttl
+        self.static_prefix = static_prefix
         self._admin_password = admin_password
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file: Path | None = None
@@ -128,7 +142,18 @@ class TrackingServer:
         if self.public_url:
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.public_url))
             cmd += ["--cors-allowed-origins", origin]
+        if self.static_prefix:
+            cmd += ["--static-prefix", self.static_prefix]
         return cmd
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.url}{self.static_prefix or ''}/health"
+
+    def _authorization_function(self) -> str:
+        if self.hub_api_url:
+            return HUB_HOOK
+        return HOOK if self.platform_database_url else _MLFLOW_AUTH_FUNCTION
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
@@ -147,6 +172,10 @@ class TrackingServer:
         )
         if self.platform_database_url:
             env[DATABASE_URL_ENV] = self.platform_database_url
+        if self.hub_api_url:
+            env[HUB_API_URL_ENV] = self.hub_api_url
+            if self.hub_cache_ttl is not None:
+                env[HUB_CACHE_TTL_ENV] = str(self.hub_cache_ttl)
         return env
 
     def write_auth_config(self) -> Path:
@@ -155,9 +184,7 @@ class TrackingServer:
             "default_permission": self.default_permission,
             "database_uri": f"sqlite:///{self.data_dir / 'auth.db'}",
             "admin_username": self.admin_username,
-            "authorization_function": (
-                HOOK if self.platform_database_url else _MLFLOW_AUTH_FUNCTION
-            ),
+            "authorization_function": self._authorization_function(),
         }
         with self.auth_config_path.open("w") as fh:
             config.write(fh)
@@ -191,7 +218,7 @@ class TrackingServer:
         with httpx.Client(timeout=2.0) as client:
             while True:
                 self._raise_if_exited()
-                if _is_healthy(client, f"{self.url}/health"):
+                if _is_healthy(client, self.health_url):
                     elapsed = time.monotonic() - started
                     logger.info(
                         "tracking server running at %s (%.1fs)", self.url, elapsed
