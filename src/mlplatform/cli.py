@@ -52,6 +52,10 @@ permission_app = typer.Typer(
 app.add_typer(user_app, name="user")
 app.add_typer(permission_app, name="permission")
 images_app = typer.Typer(help="Images of the docker runtime.", no_args_is_help=True)
+instance_app = typer.Typer(
+    help="MLflow and JupyterHub instances.", no_args_is_help=True
+)
+app.add_typer(instance_app, name="instance")
 app.add_typer(images_app, name="images")
 
 console = Console(soft_wrap=True)
@@ -571,6 +575,81 @@ def permission_list(experiment: ExperimentOpt = None, model: ModelOpt = None) ->
     for grant in grants:
         table.add_row(grant["username"], grant["permission"])
     console.print(table)
+
+
+@instance_app.command("create")
+def instance_create(
+    kind: Annotated[str, typer.Argument(help="mlflow or jupyterhub")],
+    name: str,
+    admin_name: Annotated[str, typer.Option(help="The instance's admin.")] = "admin",
+    admin_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLPLATFORM_INSTANCE_ADMIN_PASSWORD",
+            help="At least 12 characters; needed unless linking MLflow to a hub.",
+        ),
+    ] = None,
+    jupyterhub: Annotated[
+        str | None, typer.Option(help="Link the new MLflow to this JupyterHub.")
+    ] = None,
+) -> None:
+    """Create and start an instance, served under /instances/NAME/."""
+    if kind == "jupyterhub":
+        if not admin_password:
+            with errors_to_exit():
+                raise CliError("a JupyterHub needs --admin-password")
+        password = admin_password or ""
+        created = _run(lambda c: c.create_jupyter_hub(name, admin_name, password))
+    elif kind == "mlflow":
+        created = _run(
+            lambda c: c.create_mlflow(
+                name, jupyterhub, admin_name=admin_name, admin_password=admin_password
+            )
+        )
+    else:
+        with errors_to_exit():
+            raise CliError(f"unknown instance kind {kind!r}: use mlflow or jupyterhub")
+    _print_json(created)
+
+
+@instance_app.command("list")
+def instance_list() -> None:
+    """List instances."""
+    instances = _run(lambda c: c.get_all_instances_info())
+    table = Table("name", "kind", "mode", "linked to", "status", "url")
+    for i in instances:
+        table.add_row(
+            i["name"],
+            i["kind"],
+            i["mode"],
+            i["linked_to"] or "-",
+            i["status"],
+            i["url"],
+        )
+    console.print(table)
+
+
+@instance_app.command("get")
+def instance_get(
+    key: Annotated[str, typer.Argument(help="Instance id or name.")],
+) -> None:
+    """Show one instance."""
+    _print_json(_run(lambda c: c.get_instance_info(key)))
+
+
+@instance_app.command("delete")
+def instance_delete(
+    key: Annotated[str, typer.Argument(help="Instance id or name.")],
+    force: Annotated[
+        bool, typer.Option(help="Also delete a hub's linked MLflow.")
+    ] = False,
+    delete_data: Annotated[
+        bool, typer.Option(help="Remove its data folder too.")
+    ] = False,
+) -> None:
+    """Stop an instance and remove its route (its data only with --delete-data)."""
+    _run(lambda c: c.delete_instance(key, force=force, delete_data=delete_data))
+    console.print(f"instance {key} deleted")
 
 
 @images_app.command("build-base")

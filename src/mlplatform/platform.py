@@ -9,7 +9,8 @@ import httpx
 
 from mlplatform import credentials
 from mlplatform.domain.access import AccessService
-from mlplatform.domain.deployments import DeployService
+from mlplatform.domain.deployments import DEFAULT_INSTANCE, DeployService
+from mlplatform.domain.instances import InstanceService
 from mlplatform.domain.names import BasicCredentials
 from mlplatform.domain.route_auth import RouteAuthCache
 from mlplatform.domain.tokens import IssuedToken, TokenService
@@ -50,6 +51,13 @@ class Platform:
         self.home = settings.resolved_home()
         self.db = Database(settings.resolved_database_url())
         self.tokens = TokenService(self.db)
+        self.instances = InstanceService(
+            self.db,
+            self.home,
+            settings.resolved_public_url(),
+            settings.resolved_database_url(),
+            publish=lambda: self.deploys.publish_routes(),
+        )
         self.access = AccessService(
             wiring.tracking_url, self.tokens, self._admin_credentials
         )
@@ -59,7 +67,7 @@ class Platform:
             self.runtimes,
             home=self.home,
             public_url=settings.resolved_public_url(),
-            tracking_url=wiring.tracking_url,
+            tracking_url=self._tracking_url,
             auth_url=lambda deployment_id: (
                 f"{wiring.api_url}/platform/internal/auth/{deployment_id}"
             ),
@@ -79,12 +87,14 @@ class Platform:
                 self.deploys.on_runtime_status,
                 docker_base_image=self.settings.docker_base_image,
             )
+        self.instances.start_all()
         self.deploys.reconcile()
         logger.info("platform API ready; routes in %s", self.wiring.dynamic_dir)
 
     def stop(self, stop_servers: bool = True) -> None:
         for runtime in self.runtimes.values():
             runtime.close(stop_servers=stop_servers)
+        self.instances.stop_all()
         self.db.close()
 
     def exchange_register_token(
@@ -119,11 +129,17 @@ class Platform:
 
         return poll_with_backoff(gone, timeout=10)
 
+    def _tracking_url(self, instance: str) -> str:
+        if instance == DEFAULT_INSTANCE:
+            return self.wiring.tracking_url
+        return self.instances.tracking_url(instance)
+
     def _write_routes(self, routes: Sequence[DeploymentRoute]) -> None:
         config = build_dynamic_config(
             tracking=Upstream("tracking", self.wiring.tracking_url),
             platform_api=Upstream("platform-api", self.wiring.api_url),
             deployments=routes,
+            instances=[Upstream(n, url) for n, url in self.instances.routes()],
         )
         if write_config(self.wiring.dynamic_dir / ROUTES_FILE, config):
             logger.info("routes rewritten: %d deployment route(s)", len(routes))

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlplatform import __version__
-from mlplatform.api import access, deploy, tokens
+from mlplatform.api import access, deploy, instances, tokens
 from mlplatform.errors import PlatformError
 from mlplatform.platform import Platform
 
@@ -133,6 +133,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(deploy.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(access.router, prefix=API_PREFIX)
+    app.include_router(instances.router, prefix=API_PREFIX)
     # The route-auth check sits first and bypasses FastAPI's dependency machinery:
     # Traefik calls it on every request to a protected deployment.
     app.router.routes.insert(0, _route_auth(platform))

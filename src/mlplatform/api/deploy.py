@@ -28,7 +28,12 @@ def create_deploy_server(
     body: DeployServerCreate, platform: PlatformDep, principal: PrincipalDep
 ) -> DeployServerOut:
     view = platform.deploys.create_deploy_server(
-        principal, body.name, body.runtime, platform.settings.runtime, body.size
+        principal,
+        body.name,
+        body.runtime,
+        platform.settings.runtime,
+        body.size,
+        body.instance,
     )
     return DeployServerOut(**asdict(view))
 

@@ -17,6 +17,9 @@ class DeployServerCreate(BaseModel):
     size: str | None = Field(
         default=None, description="low, mid (default) or high: CPU and memory limits"
     )
+    instance: str | None = Field(
+        default=None, description="The MLflow instance models come from; 'default'"
+    )
 
 
 class DeployServerOut(BaseModel):
@@ -27,6 +30,7 @@ class DeployServerOut(BaseModel):
     deployments: int
     url: str
     size: str
+    instance: str
 
 
 class DeploymentCreate(BaseModel):

@@ -184,13 +184,67 @@ class MLPlatform:
         )
         return result
 
+    # -- instances (admin) ----------------------------------------------------
+
+    def create_jupyter_hub(
+        self, instance_name: str, jh_admin_name: str, jh_admin_password: str
+    ) -> dict[str, Any]:
+        """A JupyterHub where users sign up and the admin approves them."""
+        body = {
+            "name": instance_name,
+            "admin_name": jh_admin_name,
+            "admin_password": jh_admin_password,
+        }
+        result: dict[str, Any] = self._call("POST", "/instances/jupyterhub", json=body)
+        return result
+
+    def create_mlflow(
+        self,
+        instance_name: str,
+        jh_id: str | None = None,
+        is_mlflow_demo_mode: bool = True,
+        admin_name: str = "admin",
+        admin_password: str | None = None,
+    ) -> dict[str, Any]:
+        """An MLflow instance: linked to the JupyterHub ``jh_id`` (id or name), or
+        Standalone with ``admin_name``/``admin_password``."""
+        body = {
+            "name": instance_name,
+            "jupyterhub": jh_id,
+            "admin_name": admin_name,
+            "admin_password": admin_password,
+            "demo_mode": is_mlflow_demo_mode,
+        }
+        result: dict[str, Any] = self._call("POST", "/instances/mlflow", json=body)
+        return result
+
+    def get_all_instances_info(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/instances")
+        return result
+
+    def get_instance_info(self, instance_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/instances/{quote(instance_id)}")
+        return result
+
+    def delete_instance(
+        self, instance_id: str, force: bool = False, delete_data: bool = False
+    ) -> None:
+        """Stop an instance and remove its route; its data only with ``delete_data``."""
+        params = {"force": str(force).lower(), "delete_data": str(delete_data).lower()}
+        self._call("DELETE", f"/instances/{quote(instance_id)}", params=params)
+
     # -- deploy servers (endpoints) -------------------------------------------
 
     def create_endpoint_standalone(
-        self, name: str, runtime: str | None = None, size: str | None = None
+        self,
+        name: str,
+        runtime: str | None = None,
+        size: str | None = None,
+        instance: str | None = None,
     ) -> dict[str, Any]:
-        """Create a deploy server; runtime process/docker, size low/mid/high."""
-        body = {"name": name, "runtime": runtime, "size": size}
+        """Create a deploy server; runtime process/docker, size low/mid/high; the
+        models come from MLflow ``instance`` (default: the one `up` starts)."""
+        body = {"name": name, "runtime": runtime, "size": size, "instance": instance}
         result: dict[str, Any] = self._call("POST", "/deploy-servers", json=body)
         return result
 

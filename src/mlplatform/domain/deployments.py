@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SERVING_STATUSES = ("running", "restarting")
 SIZES = ("low", "mid", "high")
+DEFAULT_INSTANCE = "default"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class DeployService:
         *,
         home: Path,
         public_url: str,
-        tracking_url: str,
+        tracking_url: Callable[[str], str],
         auth_url: Callable[[str], str],
         publish: Callable[[Sequence[DeploymentRoute]], None],
         wait_routed: Callable[[str, bool], bool],
@@ -77,6 +78,7 @@ class DeployService:
         runtime: str | None,
         default_runtime: str,
         size: str | None = None,
+        instance: str | None = None,
     ) -> DeployServerView:
         check_name("deploy server", name)
         runtime = runtime or default_runtime
@@ -87,10 +89,16 @@ class DeployService:
         if size not in SIZES:
             raise InvalidInput(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
         self.runtimes[runtime].check_available()
+        instance = instance or DEFAULT_INSTANCE
+        self.tracking_url(instance)  # the MLflow instance must exist and run
         try:
             with self.db.session() as session:
                 server = DeployServer(
-                    name=name, owner=principal.username, runtime=runtime, size=size
+                    name=name,
+                    owner=principal.username,
+                    runtime=runtime,
+                    size=size,
+                    instance=instance,
                 )
                 session.add(server)
                 session.flush()
@@ -146,20 +154,18 @@ class DeployService:
         if not isinstance(model_uri, str) or not model_uri.strip():
             raise InvalidInput("model_uri is empty")
         mlflow_credentials = self._require_mlflow_credentials(caller)
-        verify_credentials(
-            self.tracking_url, mlflow_credentials.username, mlflow_credentials.password
+        deployment_id, runtime_name, instance = self._reserve(
+            caller.principal, server_name, name
         )
-
-        deployment_id, runtime_name = self._reserve(caller.principal, server_name, name)
-        try:
-            self.runtimes[runtime_name].check_available()
-        except BaseException:
-            self._discard(deployment_id, self.home / "deployments" / deployment_id)
-            raise
         workdir = self.home / "deployments" / deployment_id
         try:
+            self.runtimes[runtime_name].check_available()
+            tracking_url = self.tracking_url(instance)
+            verify_credentials(
+                tracking_url, mlflow_credentials.username, mlflow_credentials.password
+            )
             result = fetch_model(
-                self.tracking_url,
+                tracking_url,
                 model_uri,
                 mlflow_credentials.username,
                 mlflow_credentials.password,
@@ -357,7 +363,8 @@ class DeployService:
 
     def _reserve(
         self, principal: Principal, server_name: str, name: str
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, str]:
+        """Reserve the name; returns the deployment id, its runtime and instance."""
         try:
             with self.db.session() as session:
                 server = self._visible_server(session, principal, server_name)
@@ -370,7 +377,7 @@ class DeployService:
                 )
                 session.add(deployment)
                 session.flush()
-                return deployment.id, server.runtime
+                return deployment.id, server.runtime, server.instance
         except IntegrityError:
             raise Conflict(
                 f"deployment {name!r} already exists on deploy server {server_name!r}"
@@ -496,6 +503,7 @@ class DeployService:
             deployments=deployments,
             url=f"{self.public_url}/deploy/{server.name}",
             size=server.size,
+            instance=server.instance,
         )
 
     def _deployment_view(self, deployment: Deployment) -> DeploymentView:

@@ -13,6 +13,7 @@ class DeployServerView:
     deployments: int
     url: str
     size: str
+    instance: str
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class DeployServer(Base):
     owner: Mapped[str] = mapped_column(String(256))
     runtime: Mapped[str] = mapped_column(String(32))
     size: Mapped[str] = mapped_column(String(16), default="mid")
+    # The MLflow instance its models come from; "default" is the one `up` starts.
+    instance: Mapped[str] = mapped_column(String(64), default="default")
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
