@@ -57,6 +57,7 @@ class Platform:
             settings.resolved_public_url(),
             settings.resolved_database_url(),
             publish=lambda: self.deploys.publish_routes(),
+            wait_served=self._wait_ok,
         )
         self.access = AccessService(
             wiring.tracking_url, self.tokens, self._admin_credentials
@@ -128,6 +129,18 @@ class Platform:
                 return False
 
         return poll_with_backoff(gone, timeout=10)
+
+    def _wait_ok(self, path: str) -> bool:
+        """Wait until ``path`` answers 200 through Traefik."""
+        url = self.wiring.entrance_url + path
+
+        def ok() -> bool:
+            try:
+                return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        return poll_with_backoff(ok, timeout=15)
 
     def _tracking_url(self, instance: str) -> str:
         if instance == DEFAULT_INSTANCE:

@@ -80,13 +80,17 @@ class InstanceService:
         public_url: str,
         platform_database_url: str,
         publish: Callable[[], None],
+        wait_served: Callable[[str], bool],
     ) -> None:
         self.db = db
         self.root = home / "instances"
         self.public_url = public_url
         self.platform_database_url = platform_database_url
         self._publish = publish
+        self._wait_served = wait_served
         self._running: dict[str, Process] = {}
+        # A restarted instance keeps its port: a linked MLflow keeps reaching its hub.
+        self._ports: dict[str, int] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -178,6 +182,8 @@ class InstanceService:
                     f"{linked.name!r}; delete that first or pass force=True"
                 )
             doomed = [instance.name] + ([linked.name] if linked is not None else [])
+            for name in doomed:
+                self._ports.pop(name, None)
             if linked is not None:
                 session.delete(linked)
                 session.flush()
@@ -205,7 +211,8 @@ class InstanceService:
             if pid is not None:
                 _kill_stale(pid, name)
             try:
-                self._launch(instance_id)
+                # At platform start Traefik comes up after the API: no route to wait for.
+                self._launch(instance_id, wait_route=False)
             except PlatformError as exc:
                 logger.error("instance %s failed to start: %s", name, exc.message)
         self._watcher = threading.Thread(
@@ -277,12 +284,12 @@ class InstanceService:
             assert instance is not None
             return self._view(session, instance)
 
-    def _launch(self, instance_id: str) -> None:
+    def _launch(self, instance_id: str, wait_route: bool = True) -> None:
         with self.db.session() as session:
             instance = session.get(Instance, instance_id)
             assert instance is not None
             process = self._build(session, instance)
-            name = instance.name
+            name, instance_kind = instance.name, instance.kind
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         process.start(folder / "server.log")
@@ -295,6 +302,10 @@ class InstanceService:
             self._running[name] = process
         self._record_pid(instance_id, process)
         self._publish()
+        # Until Traefik loads the route, the path falls through to the default MLflow.
+        probe = "/hub/api" if instance_kind == "jupyterhub" else "/health"
+        if wait_route and not self._wait_served(self._prefix(name) + probe):
+            logger.warning("instance %s: route not served by traefik yet", name)
         logger.info(
             "instance %s running at %s%s", name, process.url, self._prefix(name)
         )
@@ -307,6 +318,7 @@ class InstanceService:
 
         folder = self.root / instance.name
         secret = self._read_secrets(instance.name)
+        port = self._ports.setdefault(instance.name, free_port())
         if instance.kind == "jupyterhub":
             linked = self._linked_mlflow(session, instance)
             mlflow_url = (
@@ -314,7 +326,7 @@ class InstanceService:
             )
             return JupyterHubInstance(
                 folder / "data",
-                free_port(),
+                port,
                 instance.admin_user,
                 secret["admin_password"],
                 base_url=self._prefix(instance.name) + "/",
@@ -337,7 +349,7 @@ class InstanceService:
             hub_api_url = running_hub.api_url
         return TrackingServer(
             folder / "data",
-            free_port(),
+            port,
             secret["admin_password"],
             admin_username=instance.admin_user,
             default_permission="NO_PERMISSIONS",
