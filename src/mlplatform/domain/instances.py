@@ -211,7 +211,7 @@ class InstanceService:
             if pid is not None:
                 _kill_stale(pid, name)
             try:
-                # At platform start Traefik comes up after the API: no route to wait for.
+                # At platform start Traefik comes after the API: no route to wait for.
                 self._launch(instance_id, wait_route=False)
             except PlatformError as exc:
                 logger.error("instance %s failed to start: %s", name, exc.message)
