@@ -17,6 +17,7 @@ import pytest
 from mlplatform_client import (
     AuthenticationError,
     MLPlatform,
+    MLPlatformError,
     NotFoundError,
     PermissionDeniedError,
     ValidationError,
@@ -265,3 +266,198 @@ def test_deleted_users_tokens_stop_at_once(world: World) -> None:
             admin.delete_user("leaver")
             with pytest.raises(AuthenticationError):
                 leaver.who_am_i()
+
+
+# -- the security matrix -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matrix:
+    world: World
+    artifact_path: str
+    victims: dict[str, str]  # user -> a run of owner's that user will try to delete
+    deployment: tuple[str, str]  # reader's deploy server and deployment
+
+
+@pytest.fixture(scope="module")
+def matrix(world: World) -> Iterator[Matrix]:
+    owner = world.people["owner"]
+    code = f"""
+import mlflow
+mlflow.set_experiment({EXPERIMENT!r})
+with mlflow.start_run(run_id={world.run_id!r}):
+    mlflow.log_text("hello", "note.txt")
+ids = []
+for _ in range(4):
+    with mlflow.start_run() as run:
+        ids.append(run.info.run_id)
+print(" ".join(ids))
+"""
+    output = as_user(world.platform, owner.name, owner.password, code)
+    victims = output.splitlines()[-1].split()
+    artifact = f"{world.experiment_id}/{world.run_id}/artifacts/note.txt"
+    with world.people["reader"].client(world.platform) as reader:
+        reader.create_endpoint_standalone("matrix-server")
+        reader.create_deployment_standalone("matrix-server", "d", world.model_uri)
+    yield Matrix(
+        world,
+        artifact,
+        dict(zip(["admin", *PASSWORDS], victims, strict=True)),
+        ("matrix-server", "d"),
+    )
+    with world.people["reader"].client(world.platform) as reader:
+        reader.delete_endpoint("matrix-server", force=True)
+
+
+def credentials(world: World, user: str) -> tuple[str, str]:
+    if user == "admin":
+        env = world.platform.env
+        return env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+    # Half the users authenticate with their token as password: both must work.
+    person = world.people[user]
+    return person.name, person.token if user == "reader" else person.password
+
+
+def act(m: Matrix, user: str, action: str) -> int | bool:
+    """Do ``action`` as ``user``; the HTTP status, or for searches: is it visible?"""
+    world = m.world
+    api = f"{world.platform.url}/api/2.0"
+    auth = credentials(world, user)
+    model = MODEL
+    calls = {
+        "experiment.read": ("GET", "/mlflow/experiments/get",
+                            {"params": {"experiment_id": world.experiment_id}}),
+        "run.read": ("GET", "/mlflow/runs/get", {"params": {"run_id": world.run_id}}),
+        "run.log": ("POST", "/mlflow/runs/log-metric", {"json": {
+            "run_id": world.run_id, "key": f"by_{user}", "value": 1.0,
+            "timestamp": 0, "step": 0}}),
+        "run.delete": ("POST", "/mlflow/runs/delete",
+                       {"json": {"run_id": m.victims[user]}}),
+        "artifact.download": ("GET", f"/mlflow-artifacts/artifacts/{m.artifact_path}",
+                              {}),
+        "model.read": ("GET", "/mlflow/registered-models/get",
+                       {"params": {"name": model}}),
+        "model_version.download": ("GET", "/mlflow/model-versions/get-download-uri",
+                                   {"params": {"name": model, "version": "1"}}),
+    }  # fmt: skip
+    if action in calls:
+        method, path, kwargs = calls[action]
+        return httpx.request(method, api + path, auth=auth, **kwargs).status_code
+    if action == "experiment.search":
+        found = httpx.post(
+            f"{api}/mlflow/experiments/search", json={"max_results": 1000}, auth=auth
+        ).json()
+        return EXPERIMENT in {e["name"] for e in found.get("experiments", [])}
+    if action == "model.search":
+        found = httpx.get(f"{api}/mlflow/registered-models/search", auth=auth).json()
+        return MODEL in {r["name"] for r in found.get("registered_models", [])}
+    return platform_act(m, user, action)
+
+
+def platform_act(m: Matrix, user: str, action: str) -> int:
+    world = m.world
+    client = (
+        admin_client(world.platform)
+        if user == "admin"
+        else world.people[user].client(world.platform)
+    )
+    server, name = m.deployment
+    try:
+        if action == "deployment.read":
+            client.get_deployment(server, name)
+            return 200
+        if action == "model.deploy":
+            target = f"matrix-{user}"
+            client.create_endpoint_standalone(target)
+            try:
+                client.create_deployment_standalone(target, "m", world.model_uri)
+                return 201
+            finally:
+                client.delete_endpoint(target, force=True)
+        raise AssertionError(f"unknown action {action}")
+    except MLPlatformError as exc:
+        assert exc.status is not None
+        return exc.status
+    finally:
+        client.close()
+
+
+#       action                     admin  owner  reader stranger
+MATRIX = [
+    ("experiment.read",            200,   200,   200,   403),
+    ("experiment.search",          True,  True,  True,  False),
+    ("run.read",                   200,   200,   200,   403),
+    ("run.log",                    200,   200,   403,   403),
+    ("run.delete",                 200,   200,   403,   403),
+    ("artifact.download",          200,   200,   200,   403),
+    ("model.read",                 200,   200,   200,   403),
+    ("model.search",               True,  True,  True,  False),
+    ("model_version.download",     200,   200,   200,   403),
+    ("model.deploy",               201,   201,   201,   403),
+    ("deployment.read",            200,   404,   200,   404),
+]  # fmt: skip
+USERS = ("admin", "owner", "reader", "stranger")
+
+
+@pytest.mark.parametrize(
+    ("action", "user", "expected"),
+    [
+        pytest.param(row[0], user, row[1 + i], id=f"{row[0]}-{user}")
+        for row in MATRIX
+        for i, user in enumerate(USERS)
+    ],
+)
+def test_security_matrix(
+    matrix: Matrix, action: str, user: str, expected: int | bool
+) -> None:
+    assert act(matrix, user, action) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("valid", 200), ("malformed", 401), ("revoked", 401), ("expired", 401)],
+)
+def test_tracking_server_tokens(world: World, header: str, expected: int) -> None:
+    reader = world.people["reader"]
+    with admin_client(world.platform) as admin:
+        tokens = {
+            "valid": reader.token,
+            "malformed": "mlp_" + "x" * 10,
+            "revoked": admin.create_token("reader", "to-revoke"),
+            "expired": admin.create_token("reader", "short", ttl="1s"),
+        }
+        if header == "revoked":
+            admin.delete_token(tokens["revoked"]["id"])
+
+    secret = tokens[header]
+    token = secret["token"] if isinstance(secret, dict) else secret
+    url = f"{world.platform.url}/api/2.0/mlflow/experiments/get"
+    params = {"experiment_id": world.experiment_id}
+
+    def status() -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.get(url, params=params, headers=headers).status_code
+
+    from mlplatform.proxy import poll_with_backoff
+
+    # An expired token needs its second to pass; the others answer at once.
+    assert poll_with_backoff(lambda: status() == expected, timeout=10)
+
+
+def test_no_token_or_password_in_any_log(world: World, matrix: Matrix) -> None:
+    secrets_used = [p.token for p in world.people.values()]
+    secrets_used += [p.password for p in world.people.values()]
+    secrets_used += [
+        world.platform.env["REFRESH_TOKEN"],
+        world.platform.env["MLFLOW_TRACKING_PASSWORD"],
+    ]
+    logs = [
+        path
+        for path in world.platform.home.rglob("*")
+        if path.is_file() and (path.suffix in (".log", ".out") or "log" in path.name)
+    ]
+    assert logs, "no log files found"
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for secret in secrets_used:
+            assert secret not in text, f"a secret appears in {path}"

@@ -6,11 +6,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from hub_support import Browser, user_token
+from mlplatform.tracking.hub_auth import TOKEN_COOKIE
 from mlplatform_client import (
     ConflictError,
     MLPlatform,
@@ -56,9 +58,9 @@ def linked(platform: RunningPlatform) -> Iterator[PublicHub]:
         admin.delete_instance(HUB, force=True, delete_data=True)
 
 
-def approved_user(hub: PublicHub, name: str) -> str:
+def approved_user(hub: PublicHub, name: str, password: str | None = None) -> str:
     """Sign ``name`` up, have the hub admin approve, return the user's hub token."""
-    password = "Pw-" + secrets.token_urlsafe(12)
+    password = password or "Pw-" + secrets.token_urlsafe(12)
     newcomer = Browser(hub)  # type: ignore[arg-type]
     admin = Browser(hub)  # type: ignore[arg-type]
     try:
@@ -167,3 +169,84 @@ def test_bad_hub_token_is_401_on_the_linked_mlflow(
     )
     headers = {"Authorization": "Bearer not-a-hub-token"}
     assert httpx.get(search, headers=headers).status_code == 401
+
+
+def follow(browser: httpx.Client, response: httpx.Response) -> httpx.Response:
+    """One redirect step, the way a browser takes it (cookies kept in the jar)."""
+    assert response.status_code == 302, (response.status_code, response.text[:500])
+    return browser.get(response.url.join(response.headers["Location"]), headers=PAGE)
+
+
+PAGE = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+def test_the_browser_logs_in_to_the_linked_ui_through_the_hub(
+    platform: RunningPlatform, linked: PublicHub
+) -> None:
+    password = "Pw-" + secrets.token_urlsafe(12)
+    approved_user(linked, "dora", password)
+    ui = f"{platform.url}/instances/{MLFLOW}/"
+    hub = Browser(linked)  # type: ignore[arg-type]
+    try:
+        assert hub.log_in("dora", password).status_code == 302
+        browser = hub.http
+
+        opened = browser.get(ui, headers=PAGE)
+        assert opened.status_code == 302
+        authorize = urlsplit(opened.headers["Location"])
+        assert authorize.path == f"/instances/{HUB}/hub/api/oauth2/authorize"
+        assert "WWW-Authenticate" not in opened.headers
+
+        # The hub knows dora from her login and asks nothing (oauth_no_confirm).
+        callback = follow(browser, opened)
+        back = urlsplit(str(callback.url))
+        assert back.path == f"/instances/{MLFLOW}/oauth_callback", callback.text[:500]
+        assert {"code", "state"} <= set(parse_qs(back.query))
+
+        landed = follow(browser, callback)
+        assert str(landed.url) == ui
+        assert landed.status_code == 200
+        assert "text/html" in landed.headers["Content-Type"]
+        assert "WWW-Authenticate" not in landed.headers
+        token = callback.cookies[TOKEN_COOKIE]
+    finally:
+        hub.close()
+
+    cookie = {"Cookie": f"{TOKEN_COOKIE}={token}"}
+    ajax = f"{ui}ajax-api/2.0/mlflow"
+    me = httpx.get(f"{ajax}/users/current", headers=cookie)
+    assert me.status_code == 200 and me.json()["user"]["username"] == "dora"
+    search = httpx.get(f"{ajax}/experiments/search?max_results=1", headers=cookie)
+    assert search.status_code == 200, search.text
+    # What the UI sends for a change: its own origin; MLflow's CORS guard lets it by.
+    created = httpx.post(
+        f"{ajax}/experiments/create",
+        json={"name": "dora-from-the-ui"},
+        headers={**cookie, "Origin": platform.url},
+    )
+    assert created.status_code == 200, created.text
+
+
+def test_a_login_callback_with_a_foreign_state_is_refused(
+    platform: RunningPlatform, linked: PublicHub
+) -> None:
+    with httpx.Client() as browser:
+        opened = browser.get(f"{platform.url}/instances/{MLFLOW}/", headers=PAGE)
+        assert opened.status_code == 302
+        refused = browser.get(
+            f"{platform.url}/instances/{MLFLOW}/oauth_callback",
+            params={"code": "whatever", "state": "forged"},
+            headers=PAGE,
+        )
+    assert refused.status_code == 400
+    assert TOKEN_COOKIE not in refused.cookies
+
+
+def test_an_api_call_without_credentials_gets_no_basic_prompt(
+    platform: RunningPlatform, linked: PublicHub
+) -> None:
+    ajax = f"{platform.url}/instances/{MLFLOW}/ajax-api/2.0/mlflow/experiments/search"
+    for headers in ({}, PAGE, {"Cookie": f"{TOKEN_COOKIE}=not-a-hub-token"}):
+        response = httpx.get(ajax, params={"max_results": 1}, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")

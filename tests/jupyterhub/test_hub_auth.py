@@ -1,12 +1,23 @@
-"""The hub token lookup of a linked MLflow, against a stand-in Hub API."""
+"""The hub token lookup and browser login of a linked MLflow, against a stand-in hub."""
 
 import json
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from flask import Flask
+from werkzeug.wrappers import Response
 
-from mlplatform.tracking.hub_auth import HubClient, HubUnavailable, HubUser, TokenCache
+from mlplatform.tracking import hub_auth
+from mlplatform.tracking.hub_auth import (
+    HubClient,
+    HubLogin,
+    HubUnavailable,
+    HubUser,
+    LoginRefused,
+    TokenCache,
+)
 
 ACCESS = "access:services!service=mlflow"
 
@@ -100,3 +111,111 @@ def test_the_cache_never_keeps_the_token_itself() -> None:
     assert "secret-token" not in repr(cache.__dict__)
     assert cache.get("secret-token") == (True, None)
     assert cache.get("other") == (False, None)
+
+
+def login(
+    handler: Callable[[httpx.Request], httpx.Response] = user_model,
+) -> HubLogin:
+    return HubLogin(
+        authorize_url="http://platform/instances/hub/hub/api/oauth2/authorize",
+        token_url="http://127.0.0.1:9/instances/hub/hub/api/oauth2/token",
+        client_id="service-mlflow",
+        client_secret="client-secret",
+        public_url="http://platform/instances/ml",
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+
+
+def test_the_authorize_redirect_names_the_client_its_callback_and_the_state() -> None:
+    url = httpx.URL(login().authorize_redirect("the-state"))
+
+    assert url.path == "/instances/hub/hub/api/oauth2/authorize"
+    assert dict(url.params) == {
+        "client_id": "service-mlflow",
+        "redirect_uri": "http://platform/instances/ml/oauth_callback",
+        "response_type": "code",
+        "state": "the-state",
+    }
+    assert "client-secret" not in str(url)
+
+
+def test_a_code_is_redeemed_with_the_client_secret_for_a_token() -> None:
+    seen: list[httpx.Request] = []
+
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, json={"access_token": "oauth-token", "expires_in": 60}
+        )
+
+    assert login(token_endpoint).redeem("the-code") == ("oauth-token", 60)
+    form = parse_qs(seen[0].content.decode())
+    assert form["client_secret"] == ["client-secret"]
+    assert form["code"] == ["the-code"]
+    assert form["redirect_uri"] == ["http://platform/instances/ml/oauth_callback"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(400, LoginRefused), (502, HubUnavailable)]
+)
+def test_a_refused_or_failed_exchange_is_told_apart(
+    status: int, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        login(lambda request: httpx.Response(status)).redeem("the-code")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "accept", "expected"),
+    [
+        ("GET", "/instances/ml/", "text/html,application/xhtml+xml,*/*;q=0.8", True),
+        ("GET", "/instances/ml/", "*/*", False),
+        (
+            "GET",
+            "/instances/ml/ajax-api/2.0/mlflow/experiments/search",
+            "text/html",
+            False,
+        ),
+        ("GET", "/instances/ml/api/2.0/mlflow/experiments/search", "text/html", False),
+        ("POST", "/instances/ml/", "text/html", False),
+    ],
+)
+def test_only_a_browser_opening_a_page_is_sent_to_the_login(
+    method: str, path: str, accept: str, expected: bool
+) -> None:
+    app = Flask(__name__)
+    with app.test_request_context(path, method=method, headers={"Accept": accept}):
+        assert hub_auth._is_page_load("/instances/ml") is expected
+
+
+def test_a_callback_whose_state_is_not_the_browsers_is_400(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_auth, "_login", login())
+    monkeypatch.setattr(hub_auth, "_login_loaded", True)
+    app = Flask(__name__)
+    path = "/instances/ml/oauth_callback?code=c&state=forged"
+    with app.test_request_context(
+        path, headers={"Cookie": f"{hub_auth.STATE_COOKIE}=mine"}
+    ):
+        response = hub_auth.authenticate()
+
+    assert isinstance(response, Response) and response.status_code == 400
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_a_page_load_without_credentials_is_redirected_with_a_state_cookie(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_auth, "_login", login())
+    monkeypatch.setattr(hub_auth, "_login_loaded", True)
+    app = Flask(__name__)
+    with app.test_request_context("/instances/ml/", headers={"Accept": "text/html"}):
+        response = hub_auth.authenticate()
+
+    assert isinstance(response, Response) and response.status_code == 302
+    state = httpx.URL(response.headers["Location"]).params["state"]
+    cookie = response.headers["Set-Cookie"]
+    assert f"{hub_auth.STATE_COOKIE}={state}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Path=/instances/ml/oauth_callback" in cookie

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,13 @@ def run(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, objec
     config = FakeConfig()
     exec(compile(text, "jupyterhub_config.py", "exec"), {"get_config": lambda: config})
     return config.sections
+
+
+def only_service(sections: dict[str, dict[str, object]]) -> dict[str, Any]:
+    services = sections["JupyterHub"]["services"]
+    assert isinstance(services, list) and len(services) == 1
+    service: dict[str, Any] = services[0]
+    return service
 
 
 def sample(**overrides: object) -> hub_config.HubConfig:
@@ -69,7 +77,8 @@ def test_users_and_server_tokens_may_reach_the_mlflow_service(
     sections = run(hub_config.render(sample()), monkeypatch)
 
     hub = sections["JupyterHub"]
-    assert hub["services"] == [{"name": "mlflow", "api_token": "service-token"}]
+    service = only_service(sections)
+    assert (service["name"], service["api_token"]) == ("mlflow", "service-token")
     roles = {role["name"]: role for role in hub["load_roles"]}  # type: ignore[attr-defined]
     assert hub_config.ACCESS_SCOPE in roles["user"]["scopes"]
     assert roles["mlflow-service"]["services"] == ["mlflow"]
@@ -109,3 +118,22 @@ def test_the_file_holds_no_secret_and_the_service_token_leaves_the_env(
 
     assert "service-token" not in text
     assert hub_config.SERVICE_TOKEN_ENV not in os.environ
+
+
+def test_the_mlflow_service_is_an_oauth_client_that_skips_the_confirm_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sections = run(hub_config.render(sample()), monkeypatch)
+
+    service = only_service(sections)
+    assert service["oauth_client_id"] == hub_config.OAUTH_CLIENT_ID
+    assert service["oauth_redirect_uri"] == "http://127.0.0.1:5000/oauth_callback"
+    assert service["oauth_no_confirm"] is True
+    assert hub_config.ACCESS_SCOPE in service["oauth_client_allowed_scopes"]
+
+
+def test_no_mlflow_url_means_no_oauth_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    sections = run(hub_config.render(sample(mlflow_url=None)), monkeypatch)
+
+    service = only_service(sections)
+    assert set(service) == {"name", "api_token"}

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +35,10 @@ from mlplatform.domain.principals import Principal
 from mlplatform.domain.tokens import require_admin
 from mlplatform.errors import Conflict, InvalidInput, NotFound, PlatformError
 from mlplatform.store import Database, Instance
+
+if TYPE_CHECKING:
+    from mlplatform.jupyterhub import JupyterHubInstance
+    from mlplatform.tracking.server import HubOAuth
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +339,7 @@ class InstanceService:
                 proxy_command=find_proxy_command(),
             )
         hub_api_url = None
+        hub_oauth = None
         if instance.jupyterhub_id is not None:
             hub = session.get(Instance, instance.jupyterhub_id)
             assert hub is not None
@@ -347,6 +352,7 @@ class InstanceService:
             if not isinstance(running_hub, JupyterHubInstance):
                 raise PlatformError(f"{hub.name!r} is not a running JupyterHub")
             hub_api_url = running_hub.api_url
+            hub_oauth = self._hub_oauth(hub.name, running_hub)
         return TrackingServer(
             folder / "data",
             port,
@@ -358,6 +364,22 @@ class InstanceService:
             hub_api_url=hub_api_url,
             hub_cache_ttl=HUB_CACHE_TTL,
             static_prefix=self._prefix(instance.name),
+            hub_oauth=hub_oauth,
+        )
+
+    def _hub_oauth(self, hub_name: str, hub: "JupyterHubInstance") -> "HubOAuth":
+        from mlplatform.jupyterhub.config import OAUTH_CLIENT_ID
+        from mlplatform.tracking.server import HubOAuth
+
+        # Browsers reach the hub through Traefik; the MLflow redeems the code on
+        # loopback, so the exchange does not depend on the public address resolving.
+        return HubOAuth(
+            authorize_url=(
+                f"{self.public_url}{self._prefix(hub_name)}/hub/api/oauth2/authorize"
+            ),
+            token_url=f"{hub.api_url}/oauth2/token",
+            client_id=OAUTH_CLIENT_ID,
+            client_secret=hub.service_token,
         )
 
     def _restart_hub(self, hub_id: str) -> None:

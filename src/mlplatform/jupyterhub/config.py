@@ -16,6 +16,16 @@ Scopes, and why each is granted:
 - ``read:users`` and ``read:tokens`` to the ``mlflow`` service, so that the platform,
   holding the service's token, can read users, admin flags, groups and tokens. The
   per-request check of the linked MLflow does not need them (see ``hub_auth``).
+- ``OAUTH_SCOPES`` to the tokens the hub issues to the linked MLflow when a browser
+  logs in (OAuth): the service access scope, which the MLflow requires of every token,
+  and the owner's name, admin flag and groups, which it reads on each fresh lookup.
+
+With a linked MLflow the ``mlflow`` service is also an OAuth client of the hub: its
+client id is ``OAUTH_CLIENT_ID``, its client secret is the service's API token (the
+way JupyterHub registers every service client), and its one redirect URI is the
+MLflow's ``/oauth_callback``. ``oauth_no_confirm`` skips the hub's "authorize this
+application" page, as for JupyterHub's own single-user servers: the service is run
+by the same admin as the hub.
 """
 
 from dataclasses import dataclass, field
@@ -35,6 +45,9 @@ SERVER_TOKEN_SCOPES = (
     "read:users:name!user",
 )
 USER_SCOPES = ("self", ACCESS_SCOPE)
+OAUTH_CLIENT_ID = f"service-{SERVICE_NAME}"  # JupyterHub requires the prefix
+OAUTH_CALLBACK_PATH = "/oauth_callback"
+OAUTH_SCOPES = (ACCESS_SCOPE, "read:users:name!user", "read:users:groups!user")
 SERVICE_SCOPES = ("read:users", "read:tokens")
 
 
@@ -100,7 +113,9 @@ def render(config: HubConfig) -> str:
         "",
         "c.JupyterHub.services = [",
         f"    {{'name': {SERVICE_NAME!r}, "
-        f"'api_token': os.environ.pop({SERVICE_TOKEN_ENV!r})}},",
+        f"'api_token': os.environ.pop({SERVICE_TOKEN_ENV!r}),",
+        *_oauth_client_lines(config.mlflow_url),
+        "    },",
         "]",
         "c.JupyterHub.load_roles = [",
         f"    {{'name': 'user', 'scopes': {list(USER_SCOPES)!r}}},",
@@ -113,6 +128,22 @@ def render(config: HubConfig) -> str:
 
 def _single_user_args(config: HubConfig) -> list[str]:
     return ["--ServerApp.allow_root=True"] if config.allow_root else []
+
+
+def oauth_redirect_uri(mlflow_url: str) -> str:
+    """Where the hub sends a browser back to the linked MLflow after its login."""
+    return mlflow_url.rstrip("/") + OAUTH_CALLBACK_PATH
+
+
+def _oauth_client_lines(mlflow_url: str | None) -> list[str]:
+    if mlflow_url is None:
+        return []
+    return [
+        f"     'oauth_client_id': {OAUTH_CLIENT_ID!r},",
+        f"     'oauth_redirect_uri': {oauth_redirect_uri(mlflow_url)!r},",
+        f"     'oauth_client_allowed_scopes': {list(OAUTH_SCOPES)!r},",
+        "     'oauth_no_confirm': True,",
+    ]
 
 
 def _environment_lines(mlflow_url: str | None) -> list[str]:

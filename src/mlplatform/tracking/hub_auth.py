@@ -34,8 +34,32 @@ Configuration, from the server's environment:
     MLPLATFORM_HUB_SERVICE     the hub service whose access scope is required
                                (default ``mlflow``)
 
-``MLPLATFORM_HUB_SERVICE_TOKEN``, the service's own token, is not read here: no lookup
-needs it (see above). It belongs to the browser login (OAuth), which is not built yet.
+Browsers log in through the hub (OAuth 2, authorization code), when the server is
+given the settings below. A GET without credentials that asks for HTML outside
+``/api/`` and ``/ajax-api/`` is redirected to the hub's authorize URL with a random
+``state``, kept in a short-lived cookie. The hub logs the user in if needed and sends
+the browser back to ``<MLflow public URL>/oauth_callback``; there the state is checked,
+the code is redeemed at the hub's token URL with the ``mlflow`` service's client
+secret, and the access token is set in an HttpOnly, SameSite=Lax cookie scoped to the
+server's path. From then on the cookie is one more way to send a hub token: it is
+looked up like a Bearer token, on every path, since MLflow's UI calls ``/ajax-api/``
+with the browser's cookies and nothing else. An Authorization header, when sent, wins
+over the cookie.
+
+MLflow has no route for ``/oauth_callback``. It needs none: MLflow's auth app calls
+this function from Flask's ``before_request``, which runs before the URL is matched
+(Flask raises the routing 404 later, in ``dispatch_request``), and returns the response
+it gets. With uvicorn, unknown paths fall through the FastAPI app to the Flask one.
+
+Configuration, all from the server's environment; without them no login is offered:
+
+    MLPLATFORM_HUB_OAUTH_AUTHORIZE_URL   the hub's /hub/api/oauth2/authorize (public)
+    MLPLATFORM_HUB_OAUTH_TOKEN_URL       the hub's /hub/api/oauth2/token (loopback)
+    MLPLATFORM_HUB_OAUTH_CLIENT_ID       e.g. service-mlflow
+    MLPLATFORM_HUB_SERVICE_TOKEN         the client secret: the service's API token
+    MLPLATFORM_MLFLOW_PUBLIC_URL         this server as browsers reach it, with prefix
+
+Token lookups never need the service token (see above); only the code exchange does.
 """
 
 import hashlib
@@ -45,17 +69,28 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit
 
 import httpx
-from flask import g, make_response, request
+from flask import g, make_response, redirect, request
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.server import auth as mlflow_auth
 from werkzeug.datastructures import Authorization
 from werkzeug.wrappers import Response
 
-from mlplatform.tracking.server import HUB_API_URL_ENV, HUB_CACHE_TTL_ENV, HUB_HOOK
+from mlplatform.jupyterhub.config import OAUTH_CALLBACK_PATH
+from mlplatform.tracking.server import (
+    HUB_API_URL_ENV,
+    HUB_CACHE_TTL_ENV,
+    HUB_HOOK,
+    HUB_OAUTH_AUTHORIZE_URL_ENV,
+    HUB_OAUTH_CLIENT_ID_ENV,
+    HUB_OAUTH_CLIENT_SECRET_ENV,
+    HUB_OAUTH_TOKEN_URL_ENV,
+    MLFLOW_PUBLIC_URL_ENV,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +99,9 @@ CACHE_TTL_ENV = HUB_CACHE_TTL_ENV
 SERVICE_ENV = "MLPLATFORM_HUB_SERVICE"
 DEFAULT_CACHE_TTL = 30.0
 HUB_GROUPS = "mlplatform_hub_groups"
+TOKEN_COOKIE = "mlplatform-hub-token"
+STATE_COOKIE = "mlplatform-oauth-state"
+STATE_MAX_AGE = 600
 
 _MEMO = "_mlplatform_hub_authorization"
 _TOKEN_SCHEMES = ("bearer", "token")
@@ -170,18 +208,97 @@ class HubClient:
         )
 
 
+class LoginRefused(Exception):
+    """The hub would not exchange an authorization code for a token."""
+
+
+@dataclass(frozen=True)
+class HubLogin:
+    """The browser login of one linked server, with its hub as OAuth provider."""
+
+    authorize_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    public_url: str
+    http: httpx.Client = field(repr=False, compare=False)
+
+    @property
+    def prefix(self) -> str:
+        """The server's path prefix ("" at the root); the token cookie's scope."""
+        return urlsplit(self.public_url).path.rstrip("/")
+
+    @property
+    def callback_path(self) -> str:
+        return self.prefix + OAUTH_CALLBACK_PATH
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_url.rstrip("/") + OAUTH_CALLBACK_PATH
+
+    @property
+    def secure(self) -> bool:
+        return self.public_url.startswith("https:")
+
+    def authorize_redirect(self, state: str) -> str:
+        # No scope asked for: the hub then grants the client's allowed scopes, which
+        # the hub config sets to what this module checks (see jupyterhub.config).
+        query = urlencode(
+            {
+                "client_id": self.client_id,
+                "redirect_uri": self.redirect_uri,
+                "response_type": "code",
+                "state": state,
+            }
+        )
+        return f"{self.authorize_url}?{query}"
+
+    def redeem(self, code: str) -> tuple[str, int | None]:
+        """The access token for ``code`` and its lifetime in seconds, if the hub says.
+
+        Raises ``LoginRefused`` if the hub refuses the code, ``HubUnavailable`` if it
+        does not answer.
+        """
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        try:
+            response = self.http.post(self.token_url, data=form)
+        except httpx.HTTPError as exc:
+            raise HubUnavailable(type(exc).__name__) from None
+        if 400 <= response.status_code < 500:
+            raise LoginRefused(f"HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise HubUnavailable(f"HTTP {response.status_code}")
+        reply = response.json()
+        expires_in = reply.get("expires_in")
+        return str(reply["access_token"]), (
+            int(expires_in) if isinstance(expires_in, int | float) else None
+        )
+
+
 _client: HubClient | None = None
 _client_lock = threading.Lock()
+_login: HubLogin | None = None
+_login_loaded = False
 
 
 def authenticate() -> Authorization | Response:
-    """Authenticate the current Flask request; a 401 or 503 response if it fails."""
-    header = request.headers.get("Authorization", "")
-    memo: tuple[str, Authorization | Response] | None = g.get(_MEMO)
-    if memo is not None and memo[0] == header:
+    """Authenticate the current Flask request.
+
+    A redirect to the hub's login for a browser's page load, the end of that login at
+    ``/oauth_callback``, else a 401 or 503 response if the request is not let in.
+    """
+    key = (request.headers.get("Authorization", ""), request.cookies.get(TOKEN_COOKIE))
+    memo: tuple[object, Authorization | Response] | None = g.get(_MEMO)
+    if memo is not None and memo[0] == key:
         return memo[1]
-    result = _authenticate(request.authorization)
-    setattr(g, _MEMO, (header, result))
+    result = _authenticate(request.authorization, hub_login())
+    setattr(g, _MEMO, (key, result))
     return result
 
 
@@ -206,9 +323,54 @@ def hub_client() -> HubClient:
         return _client
 
 
-def _authenticate(auth: Authorization | None) -> Authorization | Response:
+def hub_login() -> HubLogin | None:
+    """The process's browser login, from the environment; None if not configured."""
+    global _login, _login_loaded
+    with _client_lock:
+        if not _login_loaded:
+            _login = _login_from_env()
+            _login_loaded = True
+        return _login
+
+
+def _login_from_env() -> HubLogin | None:
+    names = (
+        HUB_OAUTH_AUTHORIZE_URL_ENV,
+        HUB_OAUTH_TOKEN_URL_ENV,
+        HUB_OAUTH_CLIENT_ID_ENV,
+        HUB_OAUTH_CLIENT_SECRET_ENV,
+        MLFLOW_PUBLIC_URL_ENV,
+    )
+    values = [os.environ.get(name, "") for name in names]
+    if not all(values):
+        missing = [n for n, v in zip(names, values, strict=True) if not v]
+        logger.info("no browser login through the hub: %s not set", ", ".join(missing))
+        return None
+    authorize_url, token_url, client_id, client_secret, public_url = values
+    logger.info(
+        "browsers log in through the hub at %s (client %s, callback %s%s)",
+        authorize_url,
+        client_id,
+        public_url.rstrip("/"),
+        OAUTH_CALLBACK_PATH,
+    )
+    return HubLogin(
+        authorize_url,
+        token_url,
+        client_id,
+        client_secret,
+        public_url,
+        httpx.Client(timeout=_LOOKUP_TIMEOUT),
+    )
+
+
+def _authenticate(
+    auth: Authorization | None, login: HubLogin | None
+) -> Authorization | Response:
+    if login is not None and request.path == login.callback_path:
+        return _finish_login(login)
     if auth is None:
-        return _unauthenticated()
+        return _authenticate_browser(login)
     if auth.type in _TOKEN_SCHEMES:
         return _check_token(auth.token or "", claimed_name=None) or _unauthenticated()
     if auth.type == "basic" and auth.password:
@@ -268,6 +430,108 @@ def _sync_user(user: HubUser) -> None:
             not user.admin,
             user.admin,
         )
+
+
+def _authenticate_browser(login: HubLogin | None) -> Authorization | Response:
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    if cookie:
+        checked = _check_token(cookie, claimed_name=None)
+        if checked is not None:
+            return checked
+    if login is not None and _is_page_load(login.prefix):
+        return _start_login(login)
+    return _unauthenticated()
+
+
+def _is_page_load(prefix: str) -> bool:
+    """Whether the request is a browser opening a page (not a script calling an API).
+
+    The Accept header is read as text: ``*/*``, what API clients send, would match
+    text/html in Werkzeug's parsed form.
+    """
+    if request.method != "GET" or "text/html" not in request.headers.get("Accept", ""):
+        return False
+    path = request.path.removeprefix(prefix)
+    return not path.startswith(("/api/", "/ajax-api/"))
+
+
+def _start_login(login: HubLogin) -> Response:
+    state = secrets.token_urlsafe(32)
+    response = redirect(login.authorize_redirect(state), 302)
+    response.set_cookie(
+        STATE_COOKIE,
+        state,
+        max_age=STATE_MAX_AGE,
+        path=login.callback_path,
+        secure=login.secure,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+def _finish_login(login: HubLogin) -> Authorization | Response:
+    if not _state_matches():
+        logger.warning("OAuth callback refused: its state is not this browser's")
+        return _login_failed(
+            400,
+            "This login link is not the one this browser started; open the page again.",
+        )
+    if not request.args.get("code"):
+        # OAuth 2 sends ?error=... instead of a code when the login was refused.
+        logger.warning(
+            "OAuth callback without a code (error: %r)", request.args.get("error")
+        )
+        return _login_failed(403, "The JupyterHub did not let you into this MLflow.")
+    try:
+        token, max_age = login.redeem(request.args["code"])
+    except LoginRefused as exc:
+        logger.warning("the hub refused an OAuth code (%s)", exc)
+        return _login_failed(
+            400, "The login expired or was already used; open the page again."
+        )
+    except HubUnavailable as exc:
+        return _hub_unavailable(login.token_url, str(exc))
+    checked = _check_token(token, claimed_name=None)
+    if isinstance(checked, Response):
+        return checked
+    if checked is None:
+        return _login_failed(
+            403, "Your JupyterHub account has no access to this MLflow."
+        )
+    logger.info("%s logged in to the UI through the hub", checked.username)
+    return _logged_in(login, token, max_age)
+
+
+def _state_matches() -> bool:
+    # The state ties the callback to a login this browser started (RFC 6749 10.12):
+    # without it, a page elsewhere could log the browser in as another hub user.
+    expected = request.cookies.get(STATE_COOKIE, "")
+    state = request.args.get("state", "")
+    return bool(expected) and hmac.compare_digest(state.encode(), expected.encode())
+
+
+def _logged_in(login: HubLogin, token: str, max_age: int | None) -> Response:
+    response = redirect(login.prefix + "/", 302)
+    # Lax, not Strict: when the hub is on another site, the login ends in a redirect
+    # chain that started there, and browsers send Strict cookies on none of it.
+    response.set_cookie(
+        TOKEN_COOKIE,
+        token,
+        max_age=max_age,
+        path=login.prefix or "/",
+        secure=login.secure,
+        httponly=True,
+        samesite="Lax",
+    )
+    response.delete_cookie(STATE_COOKIE, path=login.callback_path)
+    return response
+
+
+def _login_failed(status: int, message: str) -> Response:
+    # No WWW-Authenticate: a browser would show its password prompt for Basic, and no
+    # scheme fits a page that only says to start over.
+    return make_response(message, status)
 
 
 def _unauthenticated() -> Response:

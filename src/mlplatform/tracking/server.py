@@ -11,6 +11,10 @@ Everything the server keeps lives in its data folder:
 The admin password reaches the child only through ``MLFLOW_AUTH_ADMIN_PASSWORD`` in
 its environment: never argv (visible in ``ps``), never the ini file, never a log line.
 
+A server linked to a JupyterHub (``hub_api_url``) may also sign browsers in through
+the hub (``hub_oauth``); the OAuth client secret reaches the child the same way as the
+admin password, through its environment only.
+
 Given the platform database, the server also accepts platform tokens: the ini names
 ``mlplatform.tracking.auth_hook:authenticate`` as MLflow's ``authorization_function``
 and the child finds the database in ``MLPLATFORM_DATABASE_URL``.
@@ -25,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,6 +45,12 @@ logger = logging.getLogger(__name__)
 HUB_HOOK = "mlplatform.tracking.hub_auth:authenticate"
 HUB_API_URL_ENV = "MLPLATFORM_HUB_API_URL"
 HUB_CACHE_TTL_ENV = "MLPLATFORM_HUB_CACHE_TTL"
+HUB_OAUTH_AUTHORIZE_URL_ENV = "MLPLATFORM_HUB_OAUTH_AUTHORIZE_URL"
+HUB_OAUTH_TOKEN_URL_ENV = "MLPLATFORM_HUB_OAUTH_TOKEN_URL"
+HUB_OAUTH_CLIENT_ID_ENV = "MLPLATFORM_HUB_OAUTH_CLIENT_ID"
+# The hub's name for the same secret: the service's API token is its client secret.
+HUB_OAUTH_CLIENT_SECRET_ENV = "MLPLATFORM_HUB_SERVICE_TOKEN"
+MLFLOW_PUBLIC_URL_ENV = "MLPLATFORM_MLFLOW_PUBLIC_URL"
 
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 _LOG_TAIL_LINES = 40
@@ -61,7 +72,23 @@ _SCRUBBED_ENV = (
     "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE",
     # The child never needs the platform admin's password; it has its own.
     "MLPLATFORM_ADMIN_PASSWORD",
+    # Only a server given ``hub_oauth`` signs browsers in, with its own hub's secret.
+    HUB_OAUTH_CLIENT_SECRET_ENV,
 )
+
+
+@dataclass(frozen=True)
+class HubOAuth:
+    """How a linked server sends browsers through its JupyterHub's login (OAuth).
+
+    ``authorize_url`` is the hub's ``/hub/api/oauth2/authorize`` as browsers reach it;
+    ``token_url`` is its ``/hub/api/oauth2/token`` as the server reaches it (loopback).
+    """
+
+    authorize_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
 
 
 class TrackingServer:
@@ -88,9 +115,11 @@ class TrackingServer:
         hub_api_url: str | None = None,
         hub_cache_ttl: float | None = None,
         static_prefix: str | None = None,
+        hub_oauth: HubOAuth | None = None,
     ) -> None:
         """``hub_api_url`` links the server to a JupyterHub: its users and tokens are
-        the hub's. ``static_prefix`` serves everything under a path (``/x``)."""
+        the hub's; with ``hub_oauth`` browsers log in through the hub too.
+        ``static_prefix`` serves everything under a path (``/x``)."""
         if default_permission not in PERMISSIONS:
             raise ValueError(f"default_permission must be one of {PERMISSIONS}")
         if workers not in (1, 2):
@@ -105,6 +134,7 @@ class TrackingServer:
         self.hub_api_url = hub_api_url
         self.hub_cache_ttl = hub_cache_ttl
         self.static_prefix = static_prefix
+        self.hub_oauth = hub_oauth
         self._admin_password = admin_password
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file: Path | None = None
@@ -147,6 +177,12 @@ class TrackingServer:
         return cmd
 
     @property
+    def public_base_url(self) -> str:
+        """Where browsers reach this server's UI: public URL (or loopback) + prefix."""
+        root = (self.public_url or self.url).rstrip("/")
+        return root + (self.static_prefix or "")
+
+    @property
     def health_url(self) -> str:
         return f"{self.url}{self.static_prefix or ''}/health"
 
@@ -176,6 +212,16 @@ class TrackingServer:
             env[HUB_API_URL_ENV] = self.hub_api_url
             if self.hub_cache_ttl is not None:
                 env[HUB_CACHE_TTL_ENV] = str(self.hub_cache_ttl)
+        if self.hub_api_url and self.hub_oauth:
+            env.update(
+                {
+                    HUB_OAUTH_AUTHORIZE_URL_ENV: self.hub_oauth.authorize_url,
+                    HUB_OAUTH_TOKEN_URL_ENV: self.hub_oauth.token_url,
+                    HUB_OAUTH_CLIENT_ID_ENV: self.hub_oauth.client_id,
+                    HUB_OAUTH_CLIENT_SECRET_ENV: self.hub_oauth.client_secret,
+                    MLFLOW_PUBLIC_URL_ENV: self.public_base_url,
+                }
+            )
         return env
 
     def write_auth_config(self) -> Path:
@@ -260,7 +306,12 @@ class TrackingServer:
             return "(no log)"
         lines = self.log_file.read_text(errors="replace").splitlines()
         tail = "\n".join(lines[-_LOG_TAIL_LINES:])
-        return tail.replace(self._admin_password, "***")
+        hidden = [self._admin_password]
+        if self.hub_oauth:
+            hidden.append(self.hub_oauth.client_secret)
+        for secret in hidden:
+            tail = tail.replace(secret, "***")
+        return tail
 
     def _secret_key(self) -> str:
         # CSRF tokens of logged-in browser sessions must survive a restart, so the key
