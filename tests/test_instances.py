@@ -171,13 +171,13 @@ def test_bad_hub_token_is_401_on_the_linked_mlflow(
     assert httpx.get(search, headers=headers).status_code == 401
 
 
+PAGE = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
 def follow(browser: httpx.Client, response: httpx.Response) -> httpx.Response:
     """One redirect step, the way a browser takes it (cookies kept in the jar)."""
     assert response.status_code == 302, (response.status_code, response.text[:500])
     return browser.get(response.url.join(response.headers["Location"]), headers=PAGE)
-
-
-PAGE = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 
 
 def test_the_browser_logs_in_to_the_linked_ui_through_the_hub(
@@ -198,17 +198,26 @@ def test_the_browser_logs_in_to_the_linked_ui_through_the_hub(
         assert "WWW-Authenticate" not in opened.headers
 
         # The hub knows dora from her login and asks nothing (oauth_no_confirm).
-        callback = follow(browser, opened)
-        back = urlsplit(str(callback.url))
-        assert back.path == f"/instances/{MLFLOW}/oauth_callback", callback.text[:500]
+        authorized = follow(browser, opened)
+        back = urlsplit(authorized.headers.get("Location", ""))
+        assert back.path == f"/instances/{MLFLOW}/oauth_callback", authorized.text[:500]
         assert {"code", "state"} <= set(parse_qs(back.query))
 
-        landed = follow(browser, callback)
+        called_back = follow(browser, authorized)
+        [set_cookie] = [
+            c
+            for c in called_back.headers.get_list("Set-Cookie")
+            if c.startswith(f"{TOKEN_COOKIE}=")
+        ]
+        assert f"Path=/instances/{MLFLOW};" in set_cookie
+        assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+        token = called_back.cookies[TOKEN_COOKIE]
+
+        landed = follow(browser, called_back)
         assert str(landed.url) == ui
         assert landed.status_code == 200
         assert "text/html" in landed.headers["Content-Type"]
         assert "WWW-Authenticate" not in landed.headers
-        token = callback.cookies[TOKEN_COOKIE]
     finally:
         hub.close()
 
