@@ -7,6 +7,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlplatform_client import MLPlatform
 
 BIN = Path(sys.executable).parent
 
@@ -26,6 +30,18 @@ class RunningPlatform:
     @property
     def url(self) -> str:
         return self.env["MLPLATFORM_URL"]
+
+    def admin_client(self, timeout: float = 600.0) -> "MLPlatform":
+        """A client with the admin's token and MLflow credentials."""
+        from mlplatform_client import MLPlatform
+
+        return MLPlatform(
+            self.env["REFRESH_TOKEN"],
+            url=self.url,
+            tracking_username=self.env["MLFLOW_TRACKING_USERNAME"],
+            tracking_password=self.env["MLFLOW_TRACKING_PASSWORD"],
+            timeout=timeout,
+        )
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cli(self.home, *args, check=check, extra_env=self.env)

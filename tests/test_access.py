@@ -60,12 +60,7 @@ class World:
 
 
 def admin_client(platform: RunningPlatform) -> MLPlatform:
-    return MLPlatform(
-        platform.env["REFRESH_TOKEN"],
-        url=platform.url,
-        tracking_username=platform.env["MLFLOW_TRACKING_USERNAME"],
-        tracking_password=platform.env["MLFLOW_TRACKING_PASSWORD"],
-    )
+    return platform.admin_client()
 
 
 def as_user(platform: RunningPlatform, name: str, password: str, code: str) -> str:

@@ -32,12 +32,7 @@ def iris(platform: RunningPlatform, tracking_env: None) -> RegisteredModel:
 
 @pytest.fixture(scope="module")
 def client(platform: RunningPlatform) -> Iterator[MLPlatform]:
-    with MLPlatform(
-        platform.env["REFRESH_TOKEN"],
-        url=platform.url,
-        tracking_username=platform.env["MLFLOW_TRACKING_USERNAME"],
-        tracking_password=platform.env["MLFLOW_TRACKING_PASSWORD"],
-    ) as mlp:
+    with platform.admin_client() as mlp:
         mlp.create_endpoint_standalone(SERVER)
         yield mlp
         mlp.delete_endpoint(SERVER, force=True)

@@ -23,12 +23,7 @@ def iris(platform: RunningPlatform, tracking_env: None) -> RegisteredModel:
 
 @pytest.fixture()
 def client(platform: RunningPlatform) -> Iterator[MLPlatform]:
-    with MLPlatform(
-        platform.env["REFRESH_TOKEN"],
-        url=platform.url,
-        tracking_username=platform.env["MLFLOW_TRACKING_USERNAME"],
-        tracking_password=platform.env["MLFLOW_TRACKING_PASSWORD"],
-    ) as mlp:
+    with platform.admin_client() as mlp:
         yield mlp
 
 

@@ -28,12 +28,7 @@ def deployed(
     platform: RunningPlatform, tracking_env: None
 ) -> tuple[RegisteredModel, str, MLPlatform]:
     iris = register_iris("iris-restart")
-    client = MLPlatform(
-        platform.env["REFRESH_TOKEN"],
-        url=platform.url,
-        tracking_username=platform.env["MLFLOW_TRACKING_USERNAME"],
-        tracking_password=platform.env["MLFLOW_TRACKING_PASSWORD"],
-    )
+    client = platform.admin_client()
     client.create_endpoint_standalone("survivors")
     deployment = client.create_deployment_standalone(
         "survivors", "kept", iris.source, auth=":".join(AUTH)

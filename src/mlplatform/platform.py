@@ -120,27 +120,22 @@ class Platform:
         """Wait until Traefik serves ``path`` (or, with ``present`` false, stops)."""
         if present:
             return route_ready(self.wiring.entrance_url, path)
-        url = self.wiring.entrance_url + path
-
-        def gone() -> bool:
-            try:
-                return httpx.get(url, timeout=2, trust_env=False).status_code == 404
-            except httpx.HTTPError:
-                return False
-
-        return poll_with_backoff(gone, timeout=10)
+        return self._wait_status(path, 404, timeout=10)
 
     def _wait_ok(self, path: str) -> bool:
         """Wait until ``path`` answers 200 through Traefik."""
+        return self._wait_status(path, 200, timeout=15)
+
+    def _wait_status(self, path: str, status: int, timeout: float) -> bool:
         url = self.wiring.entrance_url + path
 
-        def ok() -> bool:
+        def answers() -> bool:
             try:
-                return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+                return httpx.get(url, timeout=2, trust_env=False).status_code == status
             except httpx.HTTPError:
                 return False
 
-        return poll_with_backoff(ok, timeout=15)
+        return poll_with_backoff(answers, timeout)
 
     def _tracking_url(self, instance: str) -> str:
         if instance == DEFAULT_INSTANCE:
