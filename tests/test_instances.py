@@ -204,6 +204,7 @@ def test_the_browser_logs_in_to_the_linked_ui_through_the_hub(
         assert {"code", "state"} <= set(parse_qs(back.query))
 
         called_back = follow(browser, authorized)
+        assert called_back.status_code == 302, called_back.text[:500]
         [set_cookie] = [
             c
             for c in called_back.headers.get_list("Set-Cookie")

@@ -26,7 +26,7 @@ from mlplatform.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from mlplatform.proxy import DeploymentRoute
 from mlplatform.runtimes import Endpoint, Runtime, RuntimeError_, ServingSpec
 from mlplatform.store import Database, Deployment, DeployServer
-from mlplatform.tracking import ensure_satisfied, fetch_model, verify_credentials
+from mlplatform.tracking import fetch_model, verify_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class DeployService:
                 workdir / "model",
                 timeout=self.deploy_timeout,
             )
-            ensure_satisfied(result.model_dir)
+            self.runtimes[runtime_name].check_model(result.model_dir)
         except BaseException:
             self._discard(deployment_id, workdir)
             raise

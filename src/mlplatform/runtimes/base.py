@@ -91,6 +91,13 @@ class Runtime(abc.ABC):
         """Raise ``RuntimeError_`` saying how to fix it if nothing can run now."""
         return None
 
+    def check_model(self, model_dir: Path) -> None:
+        """Raise ``InvalidInput`` before anything starts if the model cannot run here.
+
+        Called after the fetch, before ``start``; the default accepts every model.
+        """
+        return None
+
     def remove_orphans(self, deployment_ids: Collection[str]) -> list[str]:
         """Remove servers of deployments not in ``deployment_ids``; return their ids."""
         return []

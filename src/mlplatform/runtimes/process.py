@@ -40,6 +40,7 @@ from mlplatform.runtimes.base import (
     ServingSpec,
     StatusListener,
 )
+from mlplatform.tracking.requirements import ensure_satisfied
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ class ProcessRuntime(Runtime):
         self._thread.start()
 
     # -- the Runtime contract ---------------------------------------------------------
+
+    def check_model(self, model_dir: Path) -> None:
+        # Models run in the platform's own environment: what it lacks, they lack.
+        ensure_satisfied(model_dir)
 
     def start(self, spec: ServingSpec) -> Endpoint:
         if self._closing.is_set():
