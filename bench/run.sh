@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Serving benchmark of issue 2: installs wrk when missing, then runs bench/serving.py
-# with the project's venv. Arguments are passed on (see `bench/run.sh --help`).
+# Benchmarks of issues 2 and 4: installs wrk when missing, then runs bench/serving.py
+# (the default) or, with `runtimes` as the first argument, bench/runtimes.py with the
+# project's venv. Other arguments are passed on (see `bench/run.sh [runtimes] --help`).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+script="serving"
+if [ "${1:-}" = "runtimes" ]; then
+    script="runtimes"
+    shift
+fi
 
 if ! command -v wrk >/dev/null 2>&1; then
     sudo=""
@@ -17,4 +24,4 @@ if ! command -v wrk >/dev/null 2>&1; then
     fi
 fi
 
-exec "$root/.venv/bin/python" "$root/bench/serving.py" "$@"
+exec "$root/.venv/bin/python" "$root/bench/$script.py" "$@"

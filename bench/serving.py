@@ -12,6 +12,9 @@ requests and one scoring worker everywhere:
    Traefik's own cost;
 5. write raw JSON to bench/results/ and a Markdown section to docs/benchmarks.md.
 
+Before the deploys and again before the wrk runs it waits (within one time budget)
+until the machine is quiet: a 1-minute load average below ``--quiet-load``.
+
 Everything started here is stopped again, on failure too. Run it with bench/run.sh.
 """
 
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -121,6 +124,65 @@ def stop_group(process: "subprocess.Popen[bytes]") -> None:
         process.wait(timeout=5)
 
 
+# -- a quiet machine ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quiet:
+    phase: str
+    waited_s: float
+    load_1m: float  # as the wait ended
+    reached: bool  # False when the time budget ran out first
+
+
+class QuietGate:
+    """Waits for a quiet machine (low 1-minute load average) before each phase.
+
+    One time budget covers every phase of a run, so a busy machine delays the run by
+    at most ``budget_s``; each wait is kept with the load it ended at.
+    """
+
+    def __init__(self, threshold: float, budget_s: float, interval_s: float = 15):
+        self.threshold = threshold
+        self.budget_s = budget_s
+        self.interval_s = interval_s
+        self.remaining_s = budget_s
+        self.waits: list[Quiet] = []
+
+    def wait(self, phase: str) -> Quiet:
+        started = time.monotonic()
+        while True:
+            load = os.getloadavg()[0]
+            waited = time.monotonic() - started
+            left = self.remaining_s - waited
+            if load < self.threshold or left <= 0:
+                break
+            print(f"{phase}: 1-minute load {load:.2f} >= {self.threshold:g}, "
+                  f"waiting ({waited:.0f} s, {left:.0f} s of budget left)",
+                  flush=True)  # fmt: skip
+            time.sleep(min(self.interval_s, left))
+        self.remaining_s = max(0.0, left)
+        quiet = Quiet(phase, round(waited, 1), load, load < self.threshold)
+        self.waits.append(quiet)
+        return quiet
+
+    def describe(self) -> str:
+        """One sentence for the report."""
+        if self.budget_s <= 0:
+            return "the run did not wait for a quiet machine (`--quiet-wait 0`)"
+        phases = ", ".join(
+            f"{q.phase} {q.waited_s:.0f} s, "
+            + (f"load {q.load_1m:.2f}" if q.reached else f"gave up at {q.load_1m:.2f}")
+            for q in self.waits
+        )
+        return (
+            f"before each phase the run polled `/proc/loadavg` every "
+            f"{self.interval_s:g} s until the 1-minute load average was below "
+            f"{self.threshold:.1f} (at most {self.budget_s / 60:.0f} min in all): "
+            f"{phases}"
+        )
+
+
 # -- the platform -------------------------------------------------------------
 
 
@@ -199,21 +261,35 @@ class DeployTiming:
     first_prediction_s: float  # the first correct prediction through Traefik
 
 
-def predicts(client: MLPlatform, name: str, auth: str | None, model: Model) -> bool:
+def predicts(
+    client: MLPlatform,
+    name: str,
+    auth: str | None,
+    model: Model,
+    server: str = DEPLOY_SERVER,
+) -> bool:
     try:
-        served = client.predict_model(model.sample, DEPLOY_SERVER, name, auth=auth)
+        served = client.predict_model(model.sample, server, name, auth=auth)
     except MLPlatformError:
         return False
     return [int(x) for x in served["predictions"]] == model.expected
 
 
 def time_deployment(
-    client: MLPlatform, name: str, model: Model, auth: str | None
+    client: MLPlatform,
+    name: str,
+    model: Model,
+    auth: str | None,
+    server: str = DEPLOY_SERVER,
 ) -> DeployTiming:
     started = time.perf_counter()
-    client.create_deployment_standalone(DEPLOY_SERVER, name, model.uri, auth=auth)
+    client.create_deployment_standalone(server, name, model.uri, auth=auth)
     created = time.perf_counter() - started
-    poll(lambda: predicts(client, name, auth, model), 120, f"deployment {name}")
+    poll(
+        lambda: predicts(client, name, auth, model, server),
+        120,
+        f"deployment {server}/{name}",
+    )
     return DeployTiming(name, created, time.perf_counter() - started)
 
 
@@ -445,9 +521,11 @@ class RouteSummary:
     errors: int
 
 
-def summarise(runs: list[WrkRun]) -> dict[str, RouteSummary]:
+def summarise(
+    runs: list[WrkRun], keys: Iterable[str] = ROUTES
+) -> dict[str, RouteSummary]:
     summaries = {}
-    for key in ROUTES:
+    for key in keys:
         mine = [r for r in runs if r.route == key]
         summaries[key] = RouteSummary(
             route=key,
@@ -471,6 +549,8 @@ class Results:
     throughput_runs: list[WrkRun] = field(default_factory=list)
     latency_runs: list[WrkRun] = field(default_factory=list)
     ping_runs: list[WrkRun] = field(default_factory=list)
+    quiet_waits: list[Quiet] = field(default_factory=list)
+    quiet_note: str = ""
     elapsed_s: float = 0.0
 
     def throughput(self) -> dict[str, RouteSummary]:
@@ -652,6 +732,7 @@ def _header(results: Results) -> list[str]:
         f"The 1-minute load average was {low:.1f}-{high:.1f} during the runs "
         "(other work on the machine included); treat absolute numbers as "
         "this machine's and compare routes within one run only.",
+        f"- quiet machine: {results.quiet_note}",
     ]
 
 
@@ -685,15 +766,13 @@ def render(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, keep the rest."""
+def write_doc(section: str, start: str = SECTION_START, end: str = SECTION_END) -> None:
+    """Replace one benchmark's section of docs/benchmarks.md, keep the rest."""
     if DOC.exists():
         text = DOC.read_text()
     else:
         text = "# Benchmarks\n\nSpeed goals are measured here, never in tests.\n\n"
-    pattern = re.compile(
-        re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END) + r"\n?", re.DOTALL
-    )
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:
@@ -702,11 +781,11 @@ def write_doc(section: str) -> None:
     DOC.write_text(text)
 
 
-def write_json(results: Results) -> Path:
+def write_json(benchmark: str, started_at: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = results.started_at.replace(":", "").replace("-", "")
-    path = RESULTS_DIR / f"serving-{stamp}.json"
-    path.write_text(json.dumps(results.to_json(), indent=2) + "\n")
+    stamp = started_at.replace(":", "").replace("-", "")
+    path = RESULTS_DIR / f"{benchmark}-{stamp}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
 
@@ -723,8 +802,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="seconds before each run")
     parser.add_argument("--rounds", type=int, default=2, help="a,b,c repetitions")
     parser.add_argument("--deploy-repeats", type=int, default=3)
+    add_quiet_args(parser)
     parser.add_argument("--no-doc", action="store_true", help="skip docs/benchmarks.md")
     return parser.parse_args(argv)
+
+
+def add_quiet_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        default=1.0,
+        help="wait before each phase until the 1-minute load average is below this",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=int,
+        default=1200,
+        help="seconds of waiting for a quiet machine, in all; 0 does not wait",
+    )
 
 
 @contextmanager
@@ -753,13 +848,18 @@ def routes(
 
 
 def prepare(
-    args: argparse.Namespace, results: Results, workdir: Path, stack: ExitStack
+    args: argparse.Namespace,
+    results: Results,
+    workdir: Path,
+    stack: ExitStack,
+    gate: QuietGate,
 ) -> tuple[list[Target], Model]:
     """Platform up, model registered and deployed, direct server started."""
     print("starting the platform", flush=True)
     env = start_platform(workdir / "home", stack)
     stack.enter_context(environment(env))
     model = register_model()
+    gate.wait("deploys")
     auth = f"bench:{secrets.token_urlsafe(12)}"
     with MLPlatform() as client:
         timings, auth_deployment = deploy_all(client, model, auth, args.deploy_repeats)
@@ -779,10 +879,13 @@ def benchmark(args: argparse.Namespace, results: Results, workdir: Path) -> None
         "ping_load": asdict(bare), "rounds": args.rounds,
         "deploy_repeats": args.deploy_repeats,
     }  # fmt: skip
+    gate = QuietGate(args.quiet_load, args.quiet_wait)
     with ExitStack() as stack:
-        targets, model = prepare(args, results, workdir, stack)
+        targets, model = prepare(args, results, workdir, stack, gate)
         invocations = write_scripts(targets, model.body(), workdir)
         ping_scripts = write_scripts(targets, None, workdir)
+        gate.wait("load runs")
+        results.quiet_waits, results.quiet_note = gate.waits, gate.describe()
         print("throughput runs", flush=True)
         results.throughput_runs = measure(targets, invocations, heavy, args.rounds)
         print("low-load runs", flush=True)
@@ -802,7 +905,8 @@ def main(argv: list[str] | None = None) -> int:
         except (BenchError, MLPlatformError, subprocess.SubprocessError) as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1
-    print(f"raw results: {write_json(results)}")
+    path = write_json("serving", results.started_at, results.to_json())
+    print(f"raw results: {path}")
     section = render(results)
     if not args.no_doc:
         write_doc(section)

@@ -205,11 +205,8 @@ def test_the_browser_logs_in_to_the_linked_ui_through_the_hub(
 
         called_back = follow(browser, authorized)
         assert called_back.status_code == 302, called_back.text[:500]
-        [set_cookie] = [
-            c
-            for c in called_back.headers.get_list("Set-Cookie")
-            if c.startswith(f"{TOKEN_COOKIE}=")
-        ]
+        set_cookie = called_back.headers["Set-Cookie"]
+        assert set_cookie.startswith(f"{TOKEN_COOKIE}=")
         assert f"Path=/instances/{MLFLOW};" in set_cookie
         assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
         token = called_back.cookies[TOKEN_COOKIE]

@@ -404,13 +404,31 @@ class MLPlatform:
         if self._token:
             headers[TOKEN_HEADER] = self._token
         if credentials is None:
-            username = self._tracking_username or os.getenv("MLFLOW_TRACKING_USERNAME")
-            password = self._tracking_password or os.getenv("MLFLOW_TRACKING_PASSWORD")
-            if username and password is not None:
-                credentials = (username, password)
+            credentials = self._mlflow_credentials()
         if credentials is not None:
             headers["Authorization"] = _basic(*credentials)
         return headers
+
+    def _mlflow_credentials(self) -> tuple[str, str] | None:
+        """The caller's MLflow credentials, as MLflow's own client finds them.
+
+        In a JupyterHub notebook there is no password: the server's hub token
+        (MLFLOW_TRACKING_TOKEN) is the password of the hub user (JUPYTERHUB_USER),
+        which a hub-linked tracking server accepts.
+        """
+        username = (
+            self._tracking_username
+            or os.getenv("MLFLOW_TRACKING_USERNAME")
+            or os.getenv("JUPYTERHUB_USER")
+        )
+        password = (
+            self._tracking_password
+            or os.getenv("MLFLOW_TRACKING_PASSWORD")
+            or os.getenv("MLFLOW_TRACKING_TOKEN")
+        )
+        if username and password:
+            return username, password
+        return None
 
     def _request(
         self,

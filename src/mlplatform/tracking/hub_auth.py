@@ -6,6 +6,7 @@ accepted with a JupyterHub API token sent as any of:
     Authorization: Bearer <token>              (MLFLOW_TRACKING_TOKEN)
     Authorization: token <token>               (JupyterHub's own scheme)
     Authorization: Basic <hub user>:<token>    (MLFLOW_TRACKING_USERNAME/PASSWORD)
+    Cookie: mlplatform-hub-token=<token>       (the UI, after the login below)
 
 The token is resolved with ``GET <hub api>/user``, sent with the token itself: since
 JupyterHub 2 every token may identify its owner there, which is how JupyterHub's own
@@ -51,7 +52,7 @@ this function from Flask's ``before_request``, which runs before the URL is matc
 (Flask raises the routing 404 later, in ``dispatch_request``), and returns the response
 it gets. With uvicorn, unknown paths fall through the FastAPI app to the Flask one.
 
-Configuration, all from the server's environment; without them no login is offered:
+The login's configuration, from the server's environment; without it, no login:
 
     MLPLATFORM_HUB_OAUTH_AUTHORIZE_URL   the hub's /hub/api/oauth2/authorize (public)
     MLPLATFORM_HUB_OAUTH_TOKEN_URL       the hub's /hub/api/oauth2/token (loopback)
@@ -524,7 +525,9 @@ def _logged_in(login: HubLogin, token: str, max_age: int | None) -> Response:
         httponly=True,
         samesite="Lax",
     )
-    response.delete_cookie(STATE_COOKIE, path=login.callback_path)
+    # The used state cookie is left to expire: MLflow's SecurityHeadersMiddleware
+    # rebuilds the headers as a dict, so of two Set-Cookie headers only the last one
+    # reaches the browser. A state without its one-use code is worth nothing.
     return response
 
 
