@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplatform import __version__, credentials
+from mlplatform.children import log_tail
 from mlplatform.client import MLPlatform, MLPlatformError
 from mlplatform.errors import PlatformError
 from mlplatform.logs import configure_logging
@@ -26,7 +27,6 @@ from mlplatform.settings import Settings
 from mlplatform.supervisor import (
     API_HEALTH_PATH,
     Supervisor,
-    log_tail,
     read_state,
     stop_running,
 )

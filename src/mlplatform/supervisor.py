@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from mlplatform import __version__, credentials
+from mlplatform.children import free_port, log_tail, wait_http_ok
 from mlplatform.errors import StartupError
 from mlplatform.platform import ROUTES_FILE
 from mlplatform.proxy import (
@@ -78,13 +79,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -94,13 +88,6 @@ def check_port_free(host: str, port: int) -> None:
             raise StartupError(
                 f"port {port} on {host} is taken; stop what uses it or pass --port"
             ) from None
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 class ApiProcess:
@@ -132,23 +119,12 @@ class ApiProcess:
             )
 
     def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise StartupError(
-                    f"the platform API exited with code {self.process.returncode}; "
-                    f"see {self.log_file}:\n{log_tail(self.log_file)}"
-                )
-            try:
-                if httpx.get(self.url + API_HEALTH_PATH, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
-        raise StartupError(
-            f"the platform API did not answer in {timeout:.0f} s; see {self.log_file}"
+        wait_http_ok(
+            self.url + API_HEALTH_PATH,
+            timeout,
+            what="the platform API",
+            process=self.process,
+            tail=lambda: log_tail(self.log_file),
         )
 
     def stop(self) -> None:

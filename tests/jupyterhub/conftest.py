@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hub_support import ADMIN, CACHE_TTL, Linked
 
+from hub_support import ADMIN, CACHE_TTL, Linked
+from mlplatform.children import free_port
 from mlplatform.jupyterhub import JupyterHubInstance
-from mlplatform.jupyterhub.instance import free_port
 from mlplatform.tracking import hub_auth
 from mlplatform.tracking.server import TrackingServer
 

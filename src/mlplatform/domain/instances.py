@@ -316,8 +316,8 @@ class InstanceService:
 
     def _build(self, session: Session, instance: Instance) -> Process:
         # Imported here: the hub and tracking classes pull in their own dependencies.
+        from mlplatform.children import free_port
         from mlplatform.jupyterhub import JupyterHubInstance, find_proxy_command
-        from mlplatform.supervisor import free_port
         from mlplatform.tracking import TrackingServer
 
         folder = self.root / instance.name

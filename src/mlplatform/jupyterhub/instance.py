@@ -29,16 +29,13 @@ import logging
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 
+from mlplatform.children import free_port, log_tail, stop_group, wait_http_ok
 from mlplatform.errors import StartupError
 from mlplatform.jupyterhub import config as hub_config
 
@@ -161,22 +158,15 @@ class JupyterHubInstance:
 
     def wait_healthy(self, timeout: float) -> float:
         """Block until ``GET <hub>/hub/api`` answers 200; return the seconds it took."""
-        started = time.monotonic()
-        delay = 0.1
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                self._raise_if_exited()
-                if _answers(client, self.api_url):
-                    elapsed = time.monotonic() - started
-                    logger.info("JupyterHub running at %s (%.1fs)", self.url, elapsed)
-                    return elapsed
-                if time.monotonic() - started > timeout:
-                    raise StartupError(
-                        f"JupyterHub did not answer {self.api_url} within "
-                        f"{timeout:.0f}s; last log lines:\n{self._log_tail()}"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 1.0)
+        elapsed = wait_http_ok(
+            self.api_url,
+            timeout,
+            what="JupyterHub",
+            process=self.process,
+            tail=self._log_tail,
+        )
+        logger.info("JupyterHub running at %s (%.1fs)", self.url, elapsed)
+        return elapsed
 
     def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
         """Stop the hub, its proxy and the users' servers: terminate, then kill."""
@@ -186,32 +176,13 @@ class JupyterHubInstance:
         # The spawner starts each user's server in a session of its own, out of reach
         # of the hub's process group; remember them while the hub is their parent.
         descendants = _descendants(proc.pid)
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            logger.warning("JupyterHub did not stop in %ss; killing it", grace)
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace)
-        _signal_group(proc.pid, signal.SIGKILL)
+        stop_group(proc, "JupyterHub", grace)
         _terminate_then_kill(descendants, grace)
         logger.info("JupyterHub at %s stopped", self.url)
 
-    def _raise_if_exited(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise StartupError(
-                f"JupyterHub exited with code {self.process.returncode}"
-                f"; last log lines:\n{self._log_tail()}"
-            )
-
     def _log_tail(self) -> str:
-        if self.log_file is None or not self.log_file.exists():
-            return "(no log)"
-        lines = self.log_file.read_text(errors="replace").splitlines()
-        tail = "\n".join(lines[-_LOG_TAIL_LINES:])
-        for secret in (self._admin_password, self._service_token):
-            tail = tail.replace(secret, "***")
-        return tail
+        hidden = (self._admin_password, self._service_token)
+        return log_tail(self.log_file, _LOG_TAIL_LINES, hidden)
 
 
 def find_proxy_command() -> Path:
@@ -237,20 +208,6 @@ def find_proxy_command() -> Path:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(client: httpx.Client, url: str) -> bool:
-    try:
-        return client.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
@@ -270,8 +227,3 @@ def _terminate_then_kill(processes: list[psutil.Process], grace: float) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(still_alive, timeout=grace)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)

@@ -21,21 +21,19 @@ and the child finds the database in ``MLPLATFORM_DATABASE_URL``.
 """
 
 import configparser
-import contextlib
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from mlplatform.errors import StartupError, Unauthenticated, Unavailable
+from mlplatform.children import log_tail, stop_group, wait_http_ok
+from mlplatform.errors import Unauthenticated, Unavailable
 from mlplatform.tracking.auth_hook import DATABASE_URL_ENV, HOOK
 
 logger = logging.getLogger(__name__)
@@ -259,59 +257,26 @@ class TrackingServer:
 
     def wait_healthy(self, timeout: float) -> float:
         """Block until ``/health`` answers 200; return the seconds it took."""
-        started = time.monotonic()
-        delay = 0.1
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                self._raise_if_exited()
-                if _is_healthy(client, self.health_url):
-                    elapsed = time.monotonic() - started
-                    logger.info(
-                        "tracking server running at %s (%.1fs)", self.url, elapsed
-                    )
-                    return elapsed
-                if time.monotonic() - started > timeout:
-                    raise StartupError(
-                        "the tracking server did not answer /health within "
-                        f"{timeout:.0f}s; last log lines:\n{self._log_tail()}"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 1.0)
+        elapsed = wait_http_ok(
+            self.health_url,
+            timeout,
+            what="the tracking server",
+            process=self.process,
+            tail=self._log_tail,
+        )
+        logger.info("tracking server running at %s (%.1fs)", self.url, elapsed)
+        return elapsed
 
     def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
         """Terminate the process group (mlflow CLI + uvicorn workers), then kill it."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            logger.warning("tracking server did not stop in %ss; killing it", grace)
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace)
-        # Workers may outlive the CLI process that forwarded the signal to them.
-        _signal_group(proc.pid, signal.SIGKILL)
-        logger.info("tracking server at %s stopped", self.url)
-
-    def _raise_if_exited(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise StartupError(
-                f"the tracking server exited with code {self.process.returncode}"
-                f"; last log lines:\n{self._log_tail()}"
-            )
+        if stop_group(self.process, "the tracking server", grace):
+            logger.info("tracking server at %s stopped", self.url)
 
     def _log_tail(self) -> str:
-        if self.log_file is None or not self.log_file.exists():
-            return "(no log)"
-        lines = self.log_file.read_text(errors="replace").splitlines()
-        tail = "\n".join(lines[-_LOG_TAIL_LINES:])
         hidden = [self._admin_password]
         if self.hub_oauth:
             hidden.append(self.hub_oauth.client_secret)
-        for secret in hidden:
-            tail = tail.replace(secret, "***")
-        return tail
+        return log_tail(self.log_file, _LOG_TAIL_LINES, hidden)
 
     def _secret_key(self) -> str:
         # CSRF tokens of logged-in browser sessions must survive a restart, so the key
@@ -345,15 +310,3 @@ def verify_credentials(base_url: str, username: str, password: str) -> None:
             f"the tracking server at {base_url} answered {response.status_code} "
             "to a credential check"
         )
-
-
-def _is_healthy(client: httpx.Client, url: str) -> bool:
-    try:
-        return client.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
