@@ -92,7 +92,7 @@ def test_duplicate_names_are_409(client: MLPlatform, iris: RegisteredModel) -> N
         client.delete_deployment(SERVER, "twice")
 
 
-@pytest.mark.parametrize("auth", ["nocolon", ":password", "user:", ""])
+@pytest.mark.parametrize("auth", ["nocolon", ":password", "user:", "", "u:" + "p" * 73])
 def test_malformed_auth_is_422(
     client: MLPlatform, iris: RegisteredModel, auth: str
 ) -> None:
@@ -226,3 +226,26 @@ def test_model_the_caller_cannot_read_is_403(
         assert mlp.list_deployments("strangers") == []
         mlp.delete_endpoint("strangers")
     assert base64.b64encode(password.encode()).decode() not in caught.value.message
+
+
+def test_unicode_route_credentials_work(
+    platform: RunningPlatform, client: MLPlatform, iris: RegisteredModel
+) -> None:
+    deployment = client.create_deployment_standalone(
+        SERVER, "unicode", iris.source, auth="üser:pässwörd 🎉"
+    )
+    ping = deployment["url"] + "/ping"
+    try:
+        assert httpx.get(ping, auth=("üser", "pässwörd 🎉")).status_code == 200
+        assert httpx.get(ping, auth=("üser", "wrong")).status_code == 401
+    finally:
+        client.delete_deployment(SERVER, "unicode")
+
+
+def test_tokens_need_an_existing_user_and_a_sane_ttl(client: MLPlatform) -> None:
+    with pytest.raises(NotFoundError, match="nosuchuser"):
+        client.create_token("nosuchuser", "t")
+    with pytest.raises(ValidationError, match="ttl"):
+        client.create_token("admin", "t", ttl="99999999d")
+    with pytest.raises(ValidationError, match="empty"):
+        client.delete_token("")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import httpx
+import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +30,7 @@ from mlplatform.supervisor import (
     Supervisor,
     read_state,
     stop_running,
+    stored_address,
 )
 
 app = typer.Typer(
@@ -94,7 +96,13 @@ def _root(
 
 def _settings(**overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(f"invalid setting: {problems}") from None
 
 
 # -- platform lifecycle -------------------------------------------------------
@@ -126,6 +134,7 @@ def up(
 ) -> None:
     """Start the tracking server, the platform API and Traefik."""
     with errors_to_exit():
+        port, host = _remembered_address(home, port, host)
         if runtime is not None and runtime not in RUNTIMES:
             raise CliError(f"unknown runtime {runtime!r}: use process or docker")
         settings = _settings(
@@ -153,6 +162,20 @@ def up(
             supervisor.stop()
 
 
+def _remembered_address(
+    home: Path | None, port: int | None, host: str | None
+) -> tuple[int | None, str | None]:
+    """Default to where this home ran last, so deployment URLs stay the same."""
+    stored = stored_address(_settings(home=home).resolved_home())
+    if stored is None:
+        return port, host
+    if port is None and "MLPLATFORM_PORT" not in os.environ:
+        port = int(stored["port"])
+    if host is None and "MLPLATFORM_HOST" not in os.environ:
+        host = str(stored["host"])
+    return port, host
+
+
 def _export_settings(settings: Settings, **given: Any) -> None:
     # Child processes (API, detached supervisor) read the same settings from env.
     for name, value in given.items():
@@ -164,6 +187,7 @@ def _up_detached(settings: Settings) -> None:
     supervisor = Supervisor(settings)
     supervisor.check_machine()
     admin, generated = supervisor.bootstrap()
+    supervisor.release_home()
     home = settings.resolved_home()
     log_file = home / "logs" / "platform.log"
     env = {**os.environ, "MLPLATFORM_HOME": str(home)}
@@ -434,7 +458,10 @@ def deployment_predict(
 ) -> None:
     """Send a JSON request to a deployment's /invocations."""
     with errors_to_exit():
-        raw = Path(data[1:]).read_text() if data.startswith("@") else data
+        try:
+            raw = Path(data[1:]).read_text() if data.startswith("@") else data
+        except OSError as exc:
+            raise CliError(f"cannot read {data[1:]}: {exc.strerror}") from None
         try:
             payload = json.loads(raw)
         except ValueError as exc:
@@ -536,6 +563,12 @@ ExperimentOpt = Annotated[
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Registered model name.")]
 
 
+def _one_resource(experiment: str | None, model: str | None) -> None:
+    if (experiment is None) == (model is None):
+        with errors_to_exit():
+            raise CliError("give exactly one of --experiment or --model")
+
+
 @permission_app.command("grant")
 def permission_grant(
     username: str,
@@ -544,6 +577,7 @@ def permission_grant(
     model: ModelOpt = None,
 ) -> None:
     """Give a user a permission on one experiment or registered model."""
+    _one_resource(experiment, model)
     _run(
         lambda c: c.grant_permission(
             username, permission, experiment=experiment, registered_model=model
@@ -557,6 +591,7 @@ def permission_revoke(
     username: str, experiment: ExperimentOpt = None, model: ModelOpt = None
 ) -> None:
     """Remove a user's grant on one experiment or registered model."""
+    _one_resource(experiment, model)
     _run(
         lambda c: c.revoke_permission(
             username, experiment=experiment, registered_model=model
@@ -568,6 +603,7 @@ def permission_revoke(
 @permission_app.command("list")
 def permission_list(experiment: ExperimentOpt = None, model: ModelOpt = None) -> None:
     """Who has which access to one experiment or registered model."""
+    _one_resource(experiment, model)
     grants = _run(
         lambda c: c.list_permissions(experiment=experiment, registered_model=model)
     )

@@ -14,7 +14,7 @@ from mlplatform.domain.instances import InstanceService
 from mlplatform.domain.names import BasicCredentials
 from mlplatform.domain.route_auth import RouteAuthCache
 from mlplatform.domain.tokens import IssuedToken, TokenService
-from mlplatform.errors import Unauthenticated, Unavailable
+from mlplatform.errors import NotFound, Unauthenticated, Unavailable
 from mlplatform.proxy import (
     DeploymentRoute,
     Upstream,
@@ -109,6 +109,16 @@ class Platform:
             )
         verify_credentials(self.wiring.tracking_url, *basic)
         return self.tokens.exchange(register_token, basic[0], name)
+
+    def require_user(self, username: str) -> None:
+        """Raise ``NotFound`` unless some MLflow instance of the platform knows it."""
+        try:
+            self.access.require_user(username)
+        except NotFound:
+            if not self.instances.has_user(username):
+                raise NotFound(
+                    f"user {username!r} not found in any MLflow instance"
+                ) from None
 
     def _admin_credentials(self) -> BasicCredentials:
         admin = credentials.load(self.home)

@@ -18,7 +18,9 @@ class Settings(BaseSettings):
         description="Folder holding every piece of platform state.",
     )
     host: str = Field(default="127.0.0.1", description="Address Traefik listens on.")
-    port: int = Field(default=8080, description="The single public port (Traefik).")
+    port: int = Field(
+        default=8080, ge=1, le=65535, description="The single public port (Traefik)."
+    )
     public_url: str | None = Field(
         default=None,
         description="URL users reach the platform at; default http://<host>:<port>.",

@@ -5,6 +5,7 @@ config -> start tracking server -> start platform API -> start Traefik -> watch.
 ``stop`` undoes them in reverse. A child that dies is restarted with backoff.
 """
 
+import fcntl
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 import httpx
 
@@ -55,6 +57,19 @@ class RunState:
     api_url: str
     traefik_ping_url: str
     started_at: float
+
+
+def address_path(home: Path) -> Path:
+    return home / "address.json"
+
+
+def stored_address(home: Path) -> dict[str, Any] | None:
+    """Host and port this home last ran on: deployment URLs depend on them."""
+    path = address_path(home)
+    if not path.exists():
+        return None
+    address: dict[str, Any] = json.loads(path.read_text())
+    return address
 
 
 def state_path(home: Path) -> Path:
@@ -159,10 +174,14 @@ class Supervisor:
         self.tracking: TrackingServer | None = None
         self.api: ApiProcess | None = None
         self.traefik: TraefikProcess | None = None
+        self._lock_file: TextIO | None = None
 
     # -- steps ----------------------------------------------------------------
 
     def check_machine(self) -> None:
+        for folder in ("logs", "run", "tracking", "deployments", "traefik/dynamic"):
+            (self.home / folder).mkdir(parents=True, exist_ok=True)
+        self._lock_home()
         running = read_state(self.home)
         if running is not None:
             raise StartupError(
@@ -171,8 +190,24 @@ class Supervisor:
             )
         find_traefik_binary()
         check_port_free(self.settings.host, self.settings.port)
-        for folder in ("logs", "run", "tracking", "deployments", "traefik/dynamic"):
-            (self.home / folder).mkdir(parents=True, exist_ok=True)
+
+    def _lock_home(self) -> None:
+        # Held for the supervisor's life: two `up` on one home would share its stores.
+        self._lock_file = (self.home / "run" / "up.lock").open("w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise StartupError(
+                f"another `mlplatform up` is starting or running on {self.home}; "
+                "wait for it or run `mlplatform down`"
+            ) from None
+
+    def release_home(self) -> None:
+        """Let a detached supervisor take the home over."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def bootstrap(self) -> tuple[credentials.AdminCredentials, bool]:
         """The admin's credentials, and whether the password was generated now."""
@@ -266,6 +301,14 @@ class Supervisor:
             started_at=time.time(),
         )
         state_path(self.home).write_text(json.dumps(asdict(state), indent=2))
+        address = {"host": self.settings.host, "port": self.settings.port}
+        previous = stored_address(self.home)
+        if previous is not None and previous != address:
+            logger.warning(
+                "address changed from %s:%s to %s:%s: deployment URLs change with it",
+                previous["host"], previous["port"], address["host"], address["port"],
+            )  # fmt: skip
+        address_path(self.home).write_text(json.dumps(address))
 
     # -- the whole ------------------------------------------------------------
 

@@ -44,3 +44,18 @@ def test_parse_ttl() -> None:
     for bad in ("", "0d", "30", "d", "-1d", "1y"):
         with pytest.raises(InvalidInput, match="ttl"):
             parse_ttl(bad)
+
+
+def test_route_password_longer_than_bcrypt_reads_is_refused() -> None:
+    assert parse_auth("u:" + "p" * 72).password == "p" * 72
+    with pytest.raises(InvalidInput, match="72 bytes"):
+        parse_auth("u:" + "p" * 73)
+    with pytest.raises(InvalidInput, match="72 bytes"):
+        parse_auth("u:" + "é" * 37)  # 74 bytes in UTF-8
+
+
+def test_huge_ttl_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="at most"):
+        parse_ttl("99999999d")
+    with pytest.raises(InvalidInput, match="at most"):
+        parse_ttl("3651d")

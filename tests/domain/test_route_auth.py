@@ -79,3 +79,11 @@ def test_parse_basic_header() -> None:
     assert parse_basic_header(basic("a", "b:c")) == ("a", "b:c")
     assert parse_basic_header("basic " + basic("a", "b")[6:]) == ("a", "b")
     assert parse_basic_header("Digest x") is None
+
+
+def test_unicode_user_names_compare_without_error() -> None:
+    stored = hash_password("pässwörd 🎉")
+    cache = RouteAuthCache(ttl=60)
+    assert cache.check("d", basic("üser", "pässwörd 🎉"), "üser", stored)
+    assert not cache.check("d", basic("üser", "x"), "user", stored)
+    assert not cache.check("d", basic("user", "pässwörd 🎉"), "üser", stored)

@@ -60,7 +60,12 @@ def create_token(
     body: TokenCreate, platform: PlatformDep, principal: PrincipalDep
 ) -> TokenCreated:
     issued = platform.tokens.issue(
-        principal, body.owner, body.name, body.role, body.ttl
+        principal,
+        body.owner,
+        body.name,
+        body.role,
+        body.ttl,
+        user_exists=platform.require_user,
     )
     return TokenCreated(id=issued.id, token=issued.secret)
 

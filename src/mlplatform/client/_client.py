@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from mlplatform.client._errors import (
+    AuthenticationError,
     DeploymentFailedError,
     MLPlatformError,
     ServerError,
@@ -19,6 +20,13 @@ from mlplatform.client._errors import (
 
 API_PREFIX = "/platform/api/v1"
 TOKEN_HEADER = "X-MLPlatform-Token"
+
+
+def _segment(value: str) -> str:
+    """One path segment of the API; empty or slashed values would name another route."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("a name or id is empty")
+    return quote(value, safe="")
 
 
 def _basic(username: str, password: str) -> str:
@@ -115,7 +123,7 @@ class MLPlatform:
         return self.list_tokens()
 
     def delete_token(self, token_id: str) -> None:
-        self._call("DELETE", f"/tokens/{quote(token_id)}")
+        self._call("DELETE", f"/tokens/{_segment(token_id)}")
 
     def create_register_token(
         self, user_role: str = "user", ttl: str | None = None, name: str = "register"
@@ -149,7 +157,7 @@ class MLPlatform:
         return result
 
     def delete_user(self, username: str) -> None:
-        self._call("DELETE", f"/users/{quote(username)}")
+        self._call("DELETE", f"/users/{_segment(username)}")
 
     def grant_permission(
         self,
@@ -223,7 +231,9 @@ class MLPlatform:
         return result
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/instances/{quote(instance_id)}")
+        result: dict[str, Any] = self._call(
+            "GET", f"/instances/{_segment(instance_id)}"
+        )
         return result
 
     def delete_instance(
@@ -231,7 +241,7 @@ class MLPlatform:
     ) -> None:
         """Stop an instance and remove its route; its data only with ``delete_data``."""
         params = {"force": str(force).lower(), "delete_data": str(delete_data).lower()}
-        self._call("DELETE", f"/instances/{quote(instance_id)}", params=params)
+        self._call("DELETE", f"/instances/{_segment(instance_id)}", params=params)
 
     # -- deploy servers (endpoints) -------------------------------------------
 
@@ -253,12 +263,12 @@ class MLPlatform:
         return result
 
     def get_endpoint(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/deploy-servers/{quote(name)}")
+        result: dict[str, Any] = self._call("GET", f"/deploy-servers/{_segment(name)}")
         return result
 
     def delete_endpoint(self, name: str, force: bool = False) -> None:
         params = {"force": "true"} if force else None
-        self._call("DELETE", f"/deploy-servers/{quote(name)}", params=params)
+        self._call("DELETE", f"/deploy-servers/{_segment(name)}", params=params)
 
     # -- deployments ----------------------------------------------------------
 
@@ -282,7 +292,7 @@ class MLPlatform:
             credentials = (model_username or "", model_password or "")
         deployment: dict[str, Any] = self._call(
             "POST",
-            f"/deploy-servers/{quote(server)}/deployments",
+            f"/deploy-servers/{_segment(server)}/deployments",
             json=body,
             credentials=credentials,
         )
@@ -331,7 +341,7 @@ class MLPlatform:
 
     def list_deployments(self, server: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(
-            "GET", f"/deploy-servers/{quote(server)}/deployments"
+            "GET", f"/deploy-servers/{_segment(server)}/deployments"
         )
         return result
 
@@ -372,7 +382,7 @@ class MLPlatform:
 
     @staticmethod
     def _deployment_path(server: str, name: str) -> str:
-        return f"/deploy-servers/{quote(server)}/deployments/{quote(name)}"
+        return f"/deploy-servers/{_segment(server)}/deployments/{_segment(name)}"
 
     def _model_request(
         self,
@@ -388,7 +398,7 @@ class MLPlatform:
         if auth:
             user, _, password = auth.partition(":")
             headers["Authorization"] = _basic(user, password)
-        url = f"{self.url}/deploy/{quote(server)}/{quote(name)}/{path}"
+        url = f"{self.url}/deploy/{_segment(server)}/{_segment(name)}/{path}"
         try:
             response = self._http.request(method, url, headers=headers, json=json)
         except httpx.HTTPError as exc:
@@ -402,6 +412,10 @@ class MLPlatform:
     def _headers(self, credentials: tuple[str, str] | None) -> dict[str, str]:
         headers = {}
         if self._token:
+            if not self._token.isascii():
+                raise AuthenticationError(
+                    "the platform token has non-ASCII characters: it cannot be valid"
+                )
             headers[TOKEN_HEADER] = self._token
         if credentials is None:
             credentials = self._mlflow_credentials()
@@ -459,7 +473,16 @@ class MLPlatform:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
-        return None if response.status_code == 204 else response.json()
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(
+                f"{method} {path}: the platform answered {response.status_code} "
+                "without JSON; is MLPLATFORM_URL the platform's address?",
+                response.status_code,
+            ) from None
 
 
 def _resource(experiment: str | None, registered_model: str | None) -> dict[str, str]:

@@ -13,7 +13,13 @@ from mlplatform.credentials import check_password_policy
 from mlplatform.domain.names import BasicCredentials
 from mlplatform.domain.principals import Caller
 from mlplatform.domain.tokens import TokenService, require_admin
-from mlplatform.errors import InvalidInput, PermissionDenied, Unauthenticated
+from mlplatform.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from mlplatform.tracking.auth_api import MlflowAuthApi
 
 logger = logging.getLogger(__name__)
@@ -73,6 +79,10 @@ class AccessService:
             revoked,
         )
 
+    def require_user(self, username: str) -> None:
+        """Raise ``NotFound`` unless ``username`` is a user of the tracking server."""
+        MlflowAuthApi(self.tracking_url, self._admin_credentials()).get_user(username)
+
     # -- permissions ----------------------------------------------------------
 
     def grant(
@@ -89,7 +99,14 @@ class AccessService:
             raise InvalidInput(f"invalid permission {permission!r}: use one of {known}")
         api = self._as_caller(caller)
         resource_id = self._resource_id(api, resource_type, resource)
-        api.grant(username, resource_type, resource_id, permission)
+        self.require_user(username)
+        try:
+            api.grant(username, resource_type, resource_id, permission)
+        except Conflict:
+            raise Conflict(
+                f"{username!r} already has a grant on {resource_type} {resource!r}; "
+                "revoke it first to change it"
+            ) from None
         logger.info(
             "%s granted %s on %s %s to %s",
             caller.principal.username,
@@ -104,7 +121,13 @@ class AccessService:
     ) -> None:
         api = self._as_caller(caller)
         resource_id = self._resource_id(api, resource_type, resource)
-        api.revoke(username, resource_type, resource_id)
+        self.require_user(username)
+        try:
+            api.revoke(username, resource_type, resource_id)
+        except NotFound:
+            raise NotFound(
+                f"{username!r} has no grant on {resource_type} {resource!r}"
+            ) from None
 
     def list_grants(
         self, caller: Caller, resource_type: str, resource: str

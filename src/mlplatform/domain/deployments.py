@@ -130,7 +130,7 @@ class DeployService:
         if names and not force:
             raise Conflict(
                 f"deploy server {name!r} still has deployments: {', '.join(names)}; "
-                "delete them first or pass force=True"
+                "delete them first or force it (--force, force=True)"
             )
         for deployment_name in names:
             self.delete_deployment(principal, name, deployment_name)
@@ -154,6 +154,10 @@ class DeployService:
         if not isinstance(model_uri, str) or not model_uri.strip():
             raise InvalidInput("model_uri is empty")
         mlflow_credentials = self._require_mlflow_credentials(caller)
+        # Hashed first: a slow step that can fail belongs before the name is reserved.
+        auth_hash = (
+            hash_password(route_credentials.password) if route_credentials else None
+        )
         deployment_id, runtime_name, instance = self._reserve(
             caller.principal, server_name, name
         )
@@ -177,7 +181,12 @@ class DeployService:
             self._discard(deployment_id, workdir)
             raise
 
-        self._record_fetched(deployment_id, model_uri, route_credentials)
+        self._record_fetched(
+            deployment_id,
+            model_uri,
+            route_credentials.username if route_credentials else None,
+            auth_hash,
+        )
         spec = self._spec(deployment_id, result.model_dir)
         self._start(runtime_name, spec)
         return self._deployment_view_by_id(deployment_id)
@@ -384,16 +393,19 @@ class DeployService:
             ) from None
 
     def _record_fetched(
-        self, deployment_id: str, model_uri: str, auth: BasicCredentials | None
+        self,
+        deployment_id: str,
+        model_uri: str,
+        auth_user: str | None,
+        auth_hash: str | None,
     ) -> None:
         with self.db.session() as session:
             deployment = session.get(Deployment, deployment_id)
             assert deployment is not None
             deployment.model_uri = model_uri
             deployment.status = "starting"
-            if auth is not None:
-                deployment.auth_user = auth.username
-                deployment.auth_hash = hash_password(auth.password)
+            deployment.auth_user = auth_user
+            deployment.auth_hash = auth_hash
 
     def _spec(self, deployment_id: str, model_dir: Path) -> ServingSpec:
         with self.db.session() as session:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mlplatform.credentials import check_password_policy
-from mlplatform.domain.names import check_name
+from mlplatform.domain.names import BasicCredentials, check_name
 from mlplatform.domain.principals import Principal
 from mlplatform.domain.tokens import require_admin
 from mlplatform.errors import Conflict, InvalidInput, NotFound, PlatformError
@@ -165,6 +165,34 @@ class InstanceService:
         if running is None:
             raise NotFound(f"MLflow instance {name!r} is not running")
         return running.url + self._prefix(name)
+
+    def has_user(self, username: str) -> bool:
+        """True if any running MLflow instance knows ``username``."""
+        from mlplatform.tracking import TrackingServer
+        from mlplatform.tracking.auth_api import MlflowAuthApi
+
+        with self._lock:
+            running = [
+                (name, p)
+                for name, p in self._running.items()
+                if isinstance(p, TrackingServer)
+            ]
+        with self.db.session() as session:
+            admins = {
+                i.name: i.admin_user
+                for i in session.scalars(
+                    select(Instance).where(Instance.kind == "mlflow")
+                )
+            }
+        for name, process in running:
+            admin = BasicCredentials(
+                admins[name], self._read_secrets(name)["admin_password"]
+            )
+            api = MlflowAuthApi(process.url + self._prefix(name), admin)
+            with contextlib.suppress(NotFound):
+                api.get_user(username)
+                return True
+        return False
 
     def routes(self) -> list[tuple[str, str]]:
         """(instance name, upstream URL) of every running instance."""

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from mlplatform.errors import InvalidInput
 
+MAX_PASSWORD_BYTES = 72
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 NAME_RULE = (
     "1-63 characters: lowercase letters, digits, '_' and '-', starting with a letter "
@@ -39,4 +40,9 @@ def parse_auth(auth: str) -> BasicCredentials:
         raise InvalidInput("invalid auth: the password after ':' is empty")
     if any(ch.isspace() or not ch.isprintable() for ch in user):
         raise InvalidInput("invalid auth: the user name contains whitespace")
+    # bcrypt reads at most 72 bytes; a longer password would be silently cut.
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise InvalidInput(
+            f"invalid auth: the password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )
     return BasicCredentials(user, password)

@@ -65,9 +65,12 @@ class RouteAuthCache:
         if self.cached(deployment_id, header):
             return True
         credentials = parse_basic_header(header)
-        if credentials is None or not hmac.compare_digest(credentials[0], user):
+        # Bytes: compare_digest refuses non-ASCII str, and user names may be Unicode.
+        sent_user = credentials[0].encode() if credentials else b""
+        if credentials is None or not hmac.compare_digest(sent_user, user.encode()):
             return False
-        if not bcrypt.checkpw(credentials[1].encode(), password_hash.encode()):
+        password = credentials[1].encode()
+        if len(password) > 72 or not bcrypt.checkpw(password, password_hash.encode()):
             return False
         digest = self._digest(deployment_id, header)
         with self._lock:

@@ -12,6 +12,7 @@ cannot be guessed, so a slow hash would only slow down every API call.
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +27,8 @@ ACCESS = "access"
 REGISTER = "register"
 DEFAULT_REGISTER_TTL = timedelta(days=1)
 ROLES = ("user", "admin")
+MAX_TTL = timedelta(days=3650)
+MAX_NAME_LENGTH = 128
 _TTL = re.compile(r"^(\d+)([smhdw])$")
 _TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -37,7 +40,13 @@ def parse_ttl(text: str) -> timedelta:
         raise InvalidInput(
             f"invalid ttl {text!r}: use a number and s, m, h, d or w (30d)"
         )
-    return timedelta(**{_TTL_UNITS[match[2]]: int(match[1])})
+    try:
+        ttl = timedelta(**{_TTL_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        ttl = MAX_TTL * 2
+    if ttl > MAX_TTL:
+        raise InvalidInput(f"invalid ttl {text!r}: at most {MAX_TTL.days} days")
+    return ttl
 
 
 def require_admin(principal: Principal, action: str) -> None:
@@ -97,14 +106,24 @@ class TokenService:
             return IssuedToken(token.id, secret)
 
     def issue(
-        self, principal: Principal, owner: str, name: str, role: str, ttl: str | None
+        self,
+        principal: Principal,
+        owner: str,
+        name: str,
+        role: str,
+        ttl: str | None,
+        user_exists: Callable[[str], None],
     ) -> IssuedToken:
         require_admin(principal, "creating tokens")
         if role not in ROLES:
             raise InvalidInput(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
-        if not owner or not name:
-            raise InvalidInput("a token needs an owner and a name")
-        return self.create(owner, name, role, parse_ttl(ttl) if ttl else None)
+        if not owner or not name or len(name) > MAX_NAME_LENGTH:
+            raise InvalidInput(
+                f"a token needs an owner and a name of 1-{MAX_NAME_LENGTH} characters"
+            )
+        lifetime = parse_ttl(ttl) if ttl else None
+        user_exists(owner)
+        return self.create(owner, name, role, lifetime)
 
     def issue_register(
         self, principal: Principal, role: str, ttl: str | None, name: str
