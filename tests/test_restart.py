@@ -84,6 +84,9 @@ def test_down_and_up_serve_again_with_same_url_and_credentials(
     platform: RunningPlatform, deployed: tuple[RegisteredModel, str, MLPlatform]
 ) -> None:
     iris, url, client = deployed
+    password = "Kept-admin-pass-1"
+    client.create_mlflow("kept", admin_password=password)
+    instance_health = f"{platform.url}/instances/kept/health"
     run_cli(platform.home, "down")
     assert not predicts(iris, url)()
 
@@ -93,4 +96,8 @@ def test_down_and_up_serve_again_with_same_url_and_credentials(
     assert poll_with_backoff(predicts(iris, url), timeout=120)
     assert client.get_deployment("survivors", "kept")["model_ref"] == url
     assert httpx.post(url, json={}, timeout=10).status_code == 401
+    # Instances come back too, at the same address.
+    assert httpx.get(instance_health, timeout=10).status_code == 200
+    assert client.get_instance_info("kept")["status"] == "running"
+    client.delete_instance("kept", delete_data=True)
     client.delete_endpoint("survivors", force=True)
