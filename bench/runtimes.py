@@ -79,6 +79,14 @@ MAX_MEMORY_REQUESTS = 100
 # What the process runtime sets in its servers' environment (runtimes/process.py).
 MARKER_VAR = b"MLPLATFORM_DEPLOYMENT_ID"
 MODEL_PATH_VAR = b"__pyfunc_model_path__"
+# Which Python serves, and how fast it runs plain Python code (a JSON round trip of a
+# request-sized body, in microseconds): the two runtimes do not run the same build.
+PYTHON_PROBE = (
+    "import platform, timeit; "
+    "t = min(timeit.repeat('json.loads(json.dumps(d))', "
+    "'import json; d = {\"a\": [list(range(13))] * 2}', number=20000, repeat=5)); "
+    "print(platform.python_version(), round(t / 20000 * 1e6, 2))"
+)
 _UNITS = {
     "B": 1,
     "kB": 10**3, "MB": 10**6, "GB": 10**9,
@@ -320,6 +328,7 @@ class Results:
     settings: dict[str, Any]
     image: RuntimeImage | None = None
     container: dict[str, Any] = field(default_factory=dict)
+    pythons: dict[str, dict[str, Any]] = field(default_factory=dict)
     deploys: list[Deploy] = field(default_factory=list)
     memory: list[Memory] = field(default_factory=list)
     runs: list[WrkRun] = field(default_factory=list)
@@ -504,9 +513,23 @@ def _header(results: Results) -> list[str]:
         f"p, d x {s['rounds']}",
         f"- load: the 1-minute load average was {low:.2f}-{high:.2f} as the wrk runs "
         f"started (table below); {results.quiet_note}",
+        f"- Python: {_python(results, 'process')} for the process runtime (the "
+        f"platform's own), {_python(results, 'docker')} in the runtime image (its "
+        "base image's); a JSON round trip of a request-sized body measures how fast "
+        "each runs plain Python code, which most of a 2-row prediction is",
         f"- caveat: wrk, Traefik, the platform API and the model servers share "
         f"{m['nproc']} CPUs; compare the runtimes within one run only.",
     ]
+
+
+def _python(results: Results, runtime: str) -> str:
+    found = results.pythons.get(runtime)
+    if not found:
+        return "?"
+    return (
+        f"CPython {found['version']} (JSON round trip "
+        f"{found['json_round_trip_us']:.2f} us)"
+    )
 
 
 def render(results: Results) -> str:
@@ -555,6 +578,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.memory_requests <= MAX_MEMORY_REQUESTS:
         parser.error(f"--memory-requests must be 0..{MAX_MEMORY_REQUESTS}")
     return args
+
+
+def pythons(tag: str) -> dict[str, dict[str, Any]]:
+    """The Python of each runtime: its version and its time for a JSON round trip."""
+    outputs = {
+        "process": run([sys.executable, "-c", PYTHON_PROBE], timeout=120),
+        "docker": docker_cli(
+            "run", "--rm", "--network", "none", tag, "python", "-c", PYTHON_PROBE
+        ),
+    }
+    found = {}
+    for runtime, output in outputs.items():
+        version, micros = output.split()
+        found[runtime] = {"version": version, "json_round_trip_us": float(micros)}
+    return found
 
 
 def container_facts(container: str) -> dict[str, Any]:
@@ -627,6 +665,7 @@ def benchmark(args: argparse.Namespace, results: Results, workdir: Path) -> None
         gate.wait("deploys")
         kept = deploy_phase(args, results, deployer, workdir)
         results.container = container_facts(kept["docker"].container or "")
+        results.pythons = pythons(results.image.tag if results.image else "")
 
         base = env["MLPLATFORM_URL"]
         targets = [

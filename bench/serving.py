@@ -495,7 +495,10 @@ def check_targets(targets: list[Target], model: Model) -> None:
     body = model.body()
     headers = {"Content-Type": "application/json"}
     for target in targets:
-        auth = tuple(target.auth.split(":", 1)) if target.auth else None
+        auth = None
+        if target.auth is not None:
+            user, _, password = target.auth.partition(":")
+            auth = (user, password)
         url = f"{target.url}/invocations"
         response = httpx.post(url, content=body, headers=headers, auth=auth, timeout=30)
         response.raise_for_status()
