@@ -29,6 +29,14 @@ class Linked:
     hub_startup: float
 
 
+@dataclass(frozen=True)
+class ClosedMlflow:
+    """One more MLflow linked to the same hub, where nobody reads what is not granted."""
+
+    linked: Linked  # the shared hub, with this server as its MLflow
+    admin_auth: str  # the Authorization header of the instance's own admin
+
+
 def poll(
     probe: Callable[[], T | None], timeout: float, what: str, initial: float = 0.1
 ) -> T:

@@ -25,6 +25,12 @@ pytestmark = pytest.mark.integration
 
 HUB, MLFLOW = "hub_t", "ml_t"
 HUB_ADMIN = "hubadmin"
+NOT_IN_A_NOTEBOOK = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "REFRESH_TOKEN",
+    "MLPLATFORM_URL",
+)
 HUB_ADMIN_PASSWORD = "Hub-admin-" + secrets.token_urlsafe(8)
 
 
@@ -118,7 +124,7 @@ def test_standalone_instance_lives_under_its_path(platform: RunningPlatform) -> 
 
 
 def test_hub_user_logs_registers_and_deploys_with_the_hub_token(
-    platform: RunningPlatform, linked: PublicHub
+    platform: RunningPlatform, linked: PublicHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = approved_user(linked, "carol")
     tracking_uri = f"{platform.url}/instances/{MLFLOW}"
@@ -141,15 +147,15 @@ print(info.registered_model_version)
     assert done.returncode == 0, done.stderr[-2000:]
     version = done.stdout.strip().splitlines()[-1]
 
-    with admin_client(platform) as admin:
-        platform_token = admin.create_token("carol", "notebook")["token"]
-    with MLPlatform(
-        platform_token,
-        url=platform.url,
-        tracking_username="carol",
-        tracking_password=token,
-        timeout=300,
-    ) as carol:
+    # What a notebook has: its hub user, its hub token and the tracking URI; no
+    # password, no platform token.
+    for name in NOT_IN_A_NOTEBOOK:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTERHUB_USER", "carol")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    with MLPlatform(timeout=300) as carol:
+        assert carol.who_am_i() == {"username": "carol", "role": "user"}
         carol.create_endpoint_standalone("carol_server", instance=MLFLOW)
         deployment = carol.create_deployment_standalone(
             "carol_server", "m", f"models:/carol-m/{version}"

@@ -6,7 +6,9 @@ The MLflow server is the platform's TrackingServer with the hub hook in its ini,
 way a linked instance runs it.
 """
 
+import base64
 import configparser
+import dataclasses
 import logging
 import secrets
 import subprocess
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_support import ADMIN, CACHE_TTL, Linked
+from hub_support import ADMIN, CACHE_TTL, ClosedMlflow, Linked
 from mlplatform.children import free_port
 from mlplatform.jupyterhub import JupyterHubInstance
 from mlplatform.tracking import hub_auth
@@ -103,4 +105,35 @@ def linked(
         yield Linked(hub, mlflow, admin_password, hub_startup)
     finally:
         hub.stop()
+        mlflow.stop()
+
+
+@pytest.fixture(scope="session")
+def closed_mlflow(
+    tmp_path_factory: pytest.TempPathFactory, linked: Linked
+) -> Iterator[ClosedMlflow]:
+    """A linked MLflow where users read only what they are granted.
+
+    On ``linked`` everyone may read (default_permission READ), so a READ grant given
+    there would show nothing.
+    """
+    root = tmp_path_factory.mktemp("closed")
+    password = "Mlf-adm1n-" + secrets.token_urlsafe(12)
+    mlflow = LinkedTrackingServer(
+        root / "mlflow",
+        free_port(),
+        password,
+        default_permission="NO_PERMISSIONS",
+        hub_api_url=linked.hub.api_url,
+    )
+    mlflow.data_dir.mkdir()
+    credentials = f"{mlflow.admin_username}:{password}".encode()
+    try:
+        mlflow.start(root / "mlflow.log")
+        mlflow.wait_healthy(timeout=120)
+        yield ClosedMlflow(
+            dataclasses.replace(linked, mlflow=mlflow),
+            "Basic " + base64.b64encode(credentials).decode(),
+        )
+    finally:
         mlflow.stop()

@@ -11,6 +11,7 @@ from hub_support import (
     ADMIN,
     CACHE_TTL,
     Browser,
+    ClosedMlflow,
     Linked,
     hub_api,
     log_run_with_client,
@@ -247,3 +248,68 @@ def test_a_revoked_token_stops_working_after_the_cache_time(
         return True if status == 401 else None
 
     poll(refused, timeout=CACHE_TTL + 30, what="MLflow to refuse a revoked token")
+
+
+def group_role_id(closed: ClosedMlflow, group: str) -> int | None:
+    response = httpx.get(
+        f"{closed.linked.mlflow.url}/api/3.0/mlflow/roles/list",
+        headers={"Authorization": closed.admin_auth},
+        params={"workspace": "default"},
+    )
+    assert response.status_code == 200, response.text
+    ids = [r["id"] for r in response.json()["roles"] if r["name"] == f"hub:{group}"]
+    return int(ids[0]) if ids else None
+
+
+def read_experiment(closed: ClosedMlflow, token: str, exp_id: str) -> int:
+    auth = f"Bearer {token}"
+    response = mlflow_get(closed.linked, "experiments/get", auth, experiment_id=exp_id)
+    assert response.status_code in (200, 403), response.text
+    return response.status_code
+
+
+def test_a_grant_to_a_hub_groups_role_reaches_its_members(
+    closed_mlflow: ClosedMlflow, users: Users
+) -> None:
+    closed, hub = closed_mlflow, closed_mlflow.linked.hub
+    assert hub_api(hub, users.admin, "POST", "/groups/team").status_code == 201
+    members = {"users": ["alice"]}
+    joined = hub_api(hub, users.admin, "POST", "/groups/team/users", json=members)
+    assert joined.status_code == 200, joined.text
+
+    def role_after_a_fresh_lookup() -> int | None:
+        mlflow_get(closed.linked, "users/current", f"Bearer {users.alice}")
+        return group_role_id(closed, "team")
+
+    role_id = poll(
+        role_after_a_fresh_lookup, CACHE_TTL + 30, "the role hub:team to be made"
+    )
+    created = httpx.post(
+        f"{closed.linked.mlflow.url}/api/2.0/mlflow/experiments/create",
+        headers={"Authorization": closed.admin_auth},
+        json={"name": "team-only"},
+    )
+    assert created.status_code == 200, created.text
+    exp_id = str(created.json()["experiment_id"])
+    granted = httpx.post(
+        f"{closed.linked.mlflow.url}/api/3.0/mlflow/roles/permissions/add",
+        headers={"Authorization": closed.admin_auth},
+        json={
+            "role_id": role_id,
+            "resource_type": "experiment",
+            "resource_pattern": exp_id,
+            "permission": "READ",
+        },
+    )
+    assert granted.status_code == 200, granted.text
+
+    assert read_experiment(closed, users.alice, exp_id) == 200
+    assert read_experiment(closed, users.bob, exp_id) == 403
+
+    left = hub_api(hub, users.admin, "DELETE", "/groups/team/users", json=members)
+    assert left.status_code == 200, left.text
+
+    def refused() -> bool | None:
+        return read_experiment(closed, users.alice, exp_id) == 403 or None
+
+    poll(refused, CACHE_TTL + 30, "MLflow to drop alice from hub:team")

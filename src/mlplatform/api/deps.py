@@ -28,6 +28,11 @@ def get_principal(
 ) -> Principal:
     if token is None and authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
+    if token is None and (basic := parse_basic_header(authorization)) is not None:
+        # A notebook of a hub-linked MLflow has its hub token, not a platform token.
+        principal = platform.instances.principal_from_hub(*basic)
+        if principal is not None:
+            return principal
     return platform.tokens.authenticate(token)
 
 

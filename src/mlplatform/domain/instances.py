@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -165,6 +166,32 @@ class InstanceService:
         if running is None:
             raise NotFound(f"MLflow instance {name!r} is not running")
         return running.url + self._prefix(name)
+
+    def principal_from_hub(self, username: str, secret: str) -> Principal | None:
+        """The hub user ``username`` if ``secret`` is one of their hub tokens.
+
+        Hub users are platform users in their own right (linked mode: users and logins
+        come from the hub), never platform admins: a hub admin rules the hub only.
+        """
+        from mlplatform.jupyterhub import JupyterHubInstance
+
+        with self._lock:
+            hubs = [
+                p for p in self._running.values() if isinstance(p, JupyterHubInstance)
+            ]
+        for hub in hubs:
+            try:
+                answer = httpx.get(
+                    f"{hub.api_url}/user",
+                    headers={"Authorization": f"token {secret}"},
+                    timeout=5,
+                    trust_env=False,
+                )
+            except httpx.HTTPError:
+                continue
+            if answer.status_code == 200 and answer.json().get("name") == username:
+                return Principal(username, "user")
+        return None
 
     def has_user(self, username: str) -> bool:
         """True if any running MLflow instance knows ``username``."""

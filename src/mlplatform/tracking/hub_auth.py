@@ -28,6 +28,13 @@ the Flask routes and the FastAPI bridge read the user from it) and its ``is_admi
 set to the hub's admin flag; cached lookups change nothing in the store. The user's
 hub groups are left in ``flask.g`` under ``HUB_GROUPS`` for permission checks.
 
+Hub groups are also MLflow roles: on each fresh lookup the user is made a member of a
+role ``hub:<group>`` for every hub group (the role is created on first need) and is
+taken out of the ``hub:`` roles of groups they left; roles without that prefix are
+never touched. An admin grants a group access by adding a permission to its role
+(``/api/3.0/mlflow/roles/permissions/add``). The roles live in MLflow's default
+workspace, the only one a server without workspaces has.
+
 Configuration, from the server's environment:
 
     MLPLATFORM_HUB_API_URL     the Hub API, e.g. http://127.0.0.1:8000/hub/api
@@ -70,14 +77,21 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from flask import g, make_response, redirect, request
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.server import auth as mlflow_auth
+from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 from werkzeug.datastructures import Authorization
 from werkzeug.wrappers import Response
 
@@ -103,6 +117,7 @@ HUB_GROUPS = "mlplatform_hub_groups"
 TOKEN_COOKIE = "mlplatform-hub-token"
 STATE_COOKIE = "mlplatform-oauth-state"
 STATE_MAX_AGE = 600
+GROUP_ROLE_PREFIX = "hub:"
 
 _MEMO = "_mlplatform_hub_authorization"
 _TOKEN_SCHEMES = ("bearer", "token")
@@ -407,6 +422,7 @@ def _check_token(
         return None
     if fresh:
         _sync_user(user)
+        _sync_group_roles(user)
     setattr(g, HUB_GROUPS, user.groups)
     return Authorization("basic", {"username": user.name})
 
@@ -431,6 +447,53 @@ def _sync_user(user: HubUser) -> None:
             not user.admin,
             user.admin,
         )
+
+
+def _sync_group_roles(user: HubUser) -> None:
+    """Give the user the ``hub:`` role of each of their hub groups, and no other."""
+    store = mlflow_auth.store
+    user_id: int = store.get_user(user.name).id
+    held = {
+        role.name: role.id
+        for role in store.list_user_roles_for_workspace(user_id, DEFAULT_WORKSPACE_NAME)
+        if role.name.startswith(GROUP_ROLE_PREFIX)
+    }
+    wanted = {GROUP_ROLE_PREFIX + group for group in user.groups}
+    if wanted == held.keys():
+        return
+    for name in wanted - held.keys():
+        with _done_elsewhere(RESOURCE_ALREADY_EXISTS):
+            store.assign_role_to_user(user_id, _group_role_id(name))
+    for name in held.keys() - wanted:
+        with _done_elsewhere(RESOURCE_DOES_NOT_EXIST):
+            store.unassign_role_from_user(user_id, held[name])
+    logger.warning(
+        "MLflow user %s: hub group roles %s -> %s (from the hub)",
+        user.name,
+        sorted(held) or "none",
+        sorted(wanted) or "none",
+    )
+
+
+def _group_role_id(name: str) -> int:
+    store = mlflow_auth.store
+    with _done_elsewhere(RESOURCE_ALREADY_EXISTS):
+        role = store.create_role(
+            name, DEFAULT_WORKSPACE_NAME, "Members of the JupyterHub group"
+        )
+        logger.info("created MLflow role %s for a hub group", name)
+        return int(role.id)
+    return int(store.get_role_by_name(DEFAULT_WORKSPACE_NAME, name).id)
+
+
+@contextmanager
+def _done_elsewhere(code: int) -> Iterator[None]:
+    """Ignore the store's ``code`` error: another worker or thread made the change."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(code):
+            raise
 
 
 def _authenticate_browser(login: HubLogin | None) -> Authorization | Response:
