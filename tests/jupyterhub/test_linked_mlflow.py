@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
 from hub_support import (
     ADMIN,
     CACHE_TTL,
