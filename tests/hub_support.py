@@ -31,7 +31,7 @@ class Linked:
 
 @dataclass(frozen=True)
 class ClosedMlflow:
-    """One more MLflow linked to the same hub, where nobody reads what is not granted."""
+    """Another MLflow linked to the same hub; nobody reads what is not granted."""
 
     linked: Linked  # the shared hub, with this server as its MLflow
     admin_auth: str  # the Authorization header of the instance's own admin

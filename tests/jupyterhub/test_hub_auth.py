@@ -2,11 +2,14 @@
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from flask import Flask
+from mlflow.server import auth as mlflow_auth
+from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 from werkzeug.wrappers import Response
 
 from mlplatform.tracking import hub_auth
@@ -219,3 +222,30 @@ def test_a_page_load_without_credentials_is_redirected_with_a_state_cookie(
     assert f"{hub_auth.STATE_COOKIE}={state}" in cookie
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Path=/instances/ml/oauth_callback" in cookie
+
+
+def role_names(store: SqlAlchemyStore, name: str) -> set[str]:
+    return {role.name for role in store.list_user_roles(store.get_user(name).id)}
+
+
+def test_hub_group_roles_follow_the_groups_and_leave_other_roles(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = SqlAlchemyStore()
+    store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
+    monkeypatch.setattr(mlflow_auth, "store", store)
+    store.create_user("alice", "Pw-not-used-1", is_admin=False)
+    reviewers = store.create_role("reviewers", "default")
+    store.assign_role_to_user(store.get_user("alice").id, reviewers.id)
+
+    def sync(*groups: str) -> None:
+        hub_auth._sync_group_roles(HubUser("alice", False, groups, frozenset()))
+
+    sync("team", "ops")
+    assert role_names(store, "alice") == {"hub:team", "hub:ops", "reviewers"}
+    sync("ops")
+    assert role_names(store, "alice") == {"hub:ops", "reviewers"}
+    # The left group's role stays, with whatever an admin granted it.
+    assert store.get_role_by_name("default", "hub:team").name == "hub:team"
+    sync()
+    assert role_names(store, "alice") == {"reviewers"}
