@@ -61,7 +61,7 @@ app.add_typer(instance_app, name="instance")
 app.add_typer(images_app, name="images")
 
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
