@@ -128,11 +128,6 @@ def basic(name: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()
 
 
-def test_hub_starts_and_reports_its_start_time(linked: Linked) -> None:
-    assert linked.hub_startup > 0
-    print(f"JupyterHub answered {linked.hub.api_url} after {linked.hub_startup:.1f}s")
-
-
 def test_an_approved_user_token_logs_a_run(linked: Linked, users: Users) -> None:
     run_id = log_run_with_client(linked.mlflow.url, users.alice, "alice-client")
 

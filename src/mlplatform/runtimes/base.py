@@ -7,11 +7,14 @@ database rows; a runtime only owns what runs. It is told everything it needs in 
 """
 
 import abc
+import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlplatform.errors import PlatformError
+
+logger = logging.getLogger(__name__)
 
 
 class RuntimeError_(PlatformError):
@@ -46,6 +49,18 @@ class Endpoint:
 
 class Runtime(abc.ABC):
     name: str
+
+    _on_status: StatusListener | None = None
+
+    def _emit(self, deployment_id: str, status: str) -> None:
+        """Tell the listener a server changed state; its failures are only logged."""
+        if self._on_status is None:
+            return
+        try:
+            self._on_status(deployment_id, status)
+        except Exception:
+            # A broken listener must not take supervision or an API call down with it.
+            logger.exception("status listener failed for deployment %s", deployment_id)
 
     @abc.abstractmethod
     def start(self, spec: ServingSpec) -> Endpoint:

@@ -631,15 +631,6 @@ class DockerRuntime(Runtime):
             )
             self._emit(record.spec.deployment_id, status)
 
-    def _emit(self, deployment_id: str, status: str) -> None:
-        if self._on_status is None:
-            return
-        try:
-            self._on_status(deployment_id, status)
-        except Exception:
-            # A broken listener must not take the poller or an API call down with it.
-            logger.exception("status listener failed for deployment %s", deployment_id)
-
     def _poll(self) -> None:
         while not self._closing.wait(_POLL_INTERVAL):
             with self._lock:

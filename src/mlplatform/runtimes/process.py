@@ -303,17 +303,6 @@ class ProcessRuntime(Runtime):
         self._emit(deployment_id, "running")
         return server.endpoint()
 
-    def _emit(self, deployment_id: str, status: str) -> None:
-        if self._on_status is None:
-            return
-        try:
-            self._on_status(deployment_id, status)
-        except Exception:
-            # A broken listener must not take supervision or an API call down with it.
-            logger.exception("status listener failed for deployment %s", deployment_id)
-
-    # -- supervision ------------------------------------------------------------------
-
     def _supervise(self) -> None:
         while not self._closing.wait(_POLL_INTERVAL):
             with self._lock:
