@@ -456,3 +456,20 @@ def test_no_token_or_password_in_any_log(world: World, matrix: Matrix) -> None:
         text = path.read_text(errors="replace")
         for secret in secrets_used:
             assert secret not in text, f"a secret appears in {path}"
+
+
+def test_a_token_alone_is_enough_to_deploy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    reader = world.people["reader"]
+    with MLPlatform(reader.token, url=world.platform.url) as client:
+        client.create_endpoint_standalone("token-only")
+        try:
+            deployment = client.create_deployment_standalone(
+                "token-only", "m", world.model_uri
+            )
+            assert deployment["status"] == "running"
+        finally:
+            client.delete_endpoint("token-only", force=True)

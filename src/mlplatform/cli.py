@@ -337,8 +337,9 @@ def _client() -> MLPlatform:
     return MLPlatform(
         admin.refresh_token,
         url=state.public_url,
-        tracking_username=os.getenv("MLFLOW_TRACKING_USERNAME") or admin.admin_user,
-        tracking_password=os.getenv("MLFLOW_TRACKING_PASSWORD") or admin.admin_password,
+        # The admin's token goes with the admin's MLflow credentials: one identity.
+        tracking_username=admin.admin_user,
+        tracking_password=admin.admin_password,
     )
 
 

@@ -179,6 +179,10 @@ class Supervisor:
     # -- steps ----------------------------------------------------------------
 
     def check_machine(self) -> None:
+        # The home holds password hashes, tokens' digests and the admin's credentials:
+        # readable by its owner only, whatever the umask.
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)
         for folder in ("logs", "run", "tracking", "deployments", "traefik/dynamic"):
             (self.home / folder).mkdir(parents=True, exist_ok=True)
         self._lock_home()

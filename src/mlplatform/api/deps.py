@@ -41,10 +41,17 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 def get_caller(
     principal: PrincipalDep,
+    token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Caller:
     basic = parse_basic_header(authorization)
     credentials = BasicCredentials(*basic) if basic else None
+    if token is None and authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    if credentials is None and token is not None and principal.token_id is not None:
+        # A platform token is also its owner's MLflow password (the tracking server's
+        # auth hook takes it), so a caller with only a token can still fetch models.
+        credentials = BasicCredentials(principal.username, token)
     if credentials is not None and credentials.username != principal.username:
         raise PermissionDenied(
             f"the platform token belongs to {principal.username!r} but the MLflow "
